@@ -1,0 +1,1 @@
+"""brainseg_jax: unsupervised anomaly segmentation of brain MRI in JAX."""

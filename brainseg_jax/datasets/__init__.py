@@ -1,0 +1,1 @@
+"""TFDS builders of 2D brain slices and the input pipeline that reads them."""

@@ -1,0 +1,120 @@
+"""Reading the slice datasets: training batches and whole evaluation volumes.
+
+Datasets are TFDS array_record files read through `as_data_source()`: random
+access in numpy, no TensorFlow. Training batches come from a grain MapDataset,
+which is indexable: batch i is a pure function of (seed, i). A resumed run
+therefore continues from exactly the batch it stopped at.
+"""
+
+import dataclasses
+import os
+from typing import Iterator
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+
+from brainseg_jax.datasets import synthetic_brain
+from brainseg_jax.errors import UserError
+
+_BUILDERS = {"synthetic_brain": synthetic_brain.SyntheticBrain}
+
+
+def data_dir(dataset_config: ml_collections.ConfigDict) -> str:
+  """Where TFDS datasets live: the config, else $BRAINSEG_DATA_DIR, else TFDS's default."""
+  path = dataset_config.data_dir or os.environ.get("BRAINSEG_DATA_DIR", "")
+  return os.path.expanduser(path) if path else tfds.core.constants.DATA_DIR
+
+
+def get_builder(dataset_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  """The builder named by the config, prepared (built on first use)."""
+  if dataset_config.name not in _BUILDERS:
+    raise UserError(f"unknown dataset.name {dataset_config.name!r}: "
+                    f"expected one of {sorted(_BUILDERS)}")
+  builder_cls = _BUILDERS[dataset_config.name]
+  config_name = f"{dataset_config.modality}_{dataset_config.resolution}"
+  known = [c.name for c in builder_cls.BUILDER_CONFIGS]
+  if config_name not in known:
+    raise UserError(f"dataset {dataset_config.name} has no variant {config_name!r} "
+                    f"(modality x resolution): expected one of {known}")
+  builder = builder_cls(config=config_name, data_dir=data_dir(dataset_config),
+                        file_format="array_record")
+  if not builder.is_prepared():
+    # Only one process writes; TFDS writes into a temporary folder and renames
+    # it into place, so an interrupted build leaves no half-written dataset.
+    if jax.process_index() == 0:
+      builder.download_and_prepare()
+    _wait_for_other_processes("dataset_prepared")
+  return builder
+
+
+def _wait_for_other_processes(name: str):
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
+
+
+def _image_only(example):
+  return example["image"]
+
+
+def train_batches(builder, batch_size: int, seed: int, start_step: int = 0,
+                  split: str = "train") -> Iterator[np.ndarray]:
+  """Endless shuffled batches of images, starting at batch `start_step`.
+
+  Each process reads its own 1/process_count of every batch (`batch_size` is
+  global), so a multi-host run assembles one global batch per step.
+  """
+  source = builder.as_data_source(split=split)
+  local_batch = batch_size // jax.process_count()
+  dataset = (grain.MapDataset.source(source)
+             .seed(seed)
+             .shuffle()
+             .repeat(None)
+             .map(_image_only)
+             .batch(batch_size, drop_remainder=True)
+             # Every process takes its own slice of the global batch.
+             .map(lambda b: b[jax.process_index() * local_batch:(jax.process_index() + 1) * local_batch]))
+  dataset = dataset.slice(slice(start_step, None))
+  return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Volume:
+  """All axial slices of one subject, in slice order; arrays are (S, H, W, 1)."""
+
+  subject_id: str
+  anomaly_type: str
+  image: np.ndarray
+  brain_mask: np.ndarray
+  anomaly_mask: np.ndarray
+
+
+def load_volumes(builder, split: str) -> list[Volume]:
+  """Every subject of a split, reassembled from its slices."""
+  source = builder.as_data_source(split=split)
+  examples = source.__getitems__(list(range(len(source))))
+  by_subject: dict[str, list[dict]] = {}
+  for example in examples:
+    by_subject.setdefault(_text(example["subject_id"]), []).append(example)
+  volumes = []
+  for subject_id in sorted(by_subject):
+    slices = sorted(by_subject[subject_id], key=lambda e: int(e["slice_index"]))
+    expected = int(slices[0]["num_slices"])
+    if len(slices) != expected:
+      raise UserError(f"split {split!r} of {builder.name}: subject {subject_id} has "
+                      f"{len(slices)} of its {expected} slices")
+    volumes.append(Volume(
+        subject_id=subject_id,
+        anomaly_type=_text(slices[0]["anomaly_type"]),
+        image=np.stack([s["image"] for s in slices]),
+        brain_mask=np.stack([s["brain_mask"] for s in slices]).astype(bool),
+        anomaly_mask=np.stack([s["anomaly_mask"] for s in slices]).astype(bool),
+    ))
+  return volumes
+
+
+def _text(value) -> str:
+  return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,30 @@
+"""The one slice schema shared by every dataset builder.
+
+Every builder writes axial slices with these features, so every model and the
+evaluation run on any dataset by changing only the config's dataset name.
+Volumes are split into slices by subject, never by slice, and can be put back
+together from `subject_id` and `slice_index`.
+"""
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+ANOMALY_TYPES = ("none", "ms", "glioma")
+
+
+def slice_features(resolution: int) -> tfds.features.FeaturesDict:
+  """Features of one axial slice at `resolution` x `resolution`."""
+  shape = (resolution, resolution, 1)
+  zlib = tfds.features.Encoding.ZLIB
+  return tfds.features.FeaturesDict({
+      # Intensities normalised inside the brain; 0 outside it.
+      "image": tfds.features.Tensor(shape=shape, dtype=np.float32, encoding=zlib),
+      "brain_mask": tfds.features.Tensor(shape=shape, dtype=np.uint8, encoding=zlib),
+      # All zero on healthy slices; the ground truth only evaluation reads.
+      "anomaly_mask": tfds.features.Tensor(shape=shape, dtype=np.uint8, encoding=zlib),
+      "subject_id": tfds.features.Text(),
+      "slice_index": np.int32,
+      "num_slices": np.int32,
+      # Kind of anomaly the subject carries ("none" for healthy subjects).
+      "anomaly_type": tfds.features.Text(),
+  })

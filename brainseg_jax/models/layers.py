@@ -1,0 +1,130 @@
+"""Convolutional encoder and decoder shared by the reconstruction models.
+
+Both halves are symmetric stacks of 3x3 convolutions: the encoder halves the
+resolution at each level with a strided convolution, the decoder doubles it with
+a nearest-neighbour resize followed by a 3x3 convolution. Resize + conv is used
+instead of `nn.ConvTranspose` because its backward pass was measured ~3x faster
+on XLA:CPU, and it avoids checkerboard artefacts in the residual maps.
+"""
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def _norm(kind: str) -> nn.Module | None:
+  if kind == "none":
+    return None
+  if kind == "group":
+    return nn.GroupNorm(num_groups=8)
+  if kind == "layer":
+    return nn.LayerNorm()
+  raise ValueError(f"unknown norm {kind!r}: expected 'none', 'group' or 'layer'")
+
+
+class ConvBlock(nn.Module):
+  """3x3 convolution, optional normalisation, leaky ReLU."""
+
+  features: int
+  strides: int = 1
+  norm: str = "none"
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Conv(self.features, (3, 3), strides=(self.strides, self.strides))(x)
+    norm = _norm(self.norm)
+    if norm is not None:
+      x = norm(x)
+    return nn.leaky_relu(x, 0.2)
+
+
+class Upsample(nn.Module):
+  """Doubles height and width: nearest-neighbour resize, then a ConvBlock."""
+
+  features: int
+  norm: str = "none"
+
+  @nn.compact
+  def __call__(self, x):
+    b, h, w, c = x.shape
+    x = jax.image.resize(x, (b, 2 * h, 2 * w, c), method="nearest")
+    return ConvBlock(self.features, norm=self.norm)(x)
+
+
+class Encoder(nn.Module):
+  """Image (B, H, W, C) -> feature map (B, H / 2^L, W / 2^L, channels[-1])."""
+
+  channels: Sequence[int]
+  blocks_per_level: int = 1
+  norm: str = "none"
+
+  @nn.compact
+  def __call__(self, x):
+    for features in self.channels:
+      x = ConvBlock(features, strides=2, norm=self.norm)(x)
+      for _ in range(self.blocks_per_level - 1):
+        x = ConvBlock(features, norm=self.norm)(x)
+    return x
+
+
+class Decoder(nn.Module):
+  """Feature map (B, h, w, C) -> image (B, h * 2^L, w * 2^L, out_channels).
+
+  The output is linear: intensities are not squashed into [0, 1], so
+  hyperintense anomalies the model cannot produce leave a residual instead of
+  being clipped away.
+  """
+
+  channels: Sequence[int]
+  out_channels: int = 1
+  blocks_per_level: int = 1
+  norm: str = "none"
+
+  @nn.compact
+  def __call__(self, z):
+    for features in reversed(self.channels):
+      z = Upsample(features, norm=self.norm)(z)
+      for _ in range(self.blocks_per_level - 1):
+        z = ConvBlock(features, norm=self.norm)(z)
+    return nn.Conv(self.out_channels, (3, 3))(z)
+
+
+class Bottleneck(nn.Module):
+  """Encoder features -> latent code with `num_outputs` values per unit.
+
+  "dense": a vector of latent_dim (global code: anomalies cannot be copied
+  through, but fine detail is lost); "spatial": a low-resolution feature map of
+  latent_channels (keeps detail, but can learn to copy anomalies through).
+  The VAE asks for two outputs per unit (mean and log-variance).
+  """
+
+  kind: str
+  latent_dim: int
+  latent_channels: int
+  num_outputs: int = 1
+
+  @nn.compact
+  def __call__(self, h):
+    if self.kind == "dense":
+      return nn.Dense(self.num_outputs * self.latent_dim)(jnp.reshape(h, (h.shape[0], -1)))
+    if self.kind == "spatial":
+      return nn.Conv(self.num_outputs * self.latent_channels, (1, 1))(h)
+    raise ValueError(f"unknown bottleneck {self.kind!r}: expected 'dense' or 'spatial'")
+
+
+class FromLatent(nn.Module):
+  """Latent code -> feature map of `spatial_shape` (h, w, c) for the decoder."""
+
+  kind: str
+  spatial_shape: tuple[int, int, int]
+
+  @nn.compact
+  def __call__(self, z):
+    h, w, c = self.spatial_shape
+    if self.kind == "dense":
+      x = nn.Dense(h * w * c)(z).reshape(z.shape[0], h, w, c)
+    else:
+      x = nn.Conv(c, (1, 1))(z)
+    return nn.leaky_relu(x, 0.2)

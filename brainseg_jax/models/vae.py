@@ -1,0 +1,64 @@
+"""Variational autoencoder (Kingma & Welling) for anomaly segmentation.
+
+The KL term pulls healthy slices onto a smooth latent prior, so the decoder
+cannot memorise, and reproduces, arbitrary (anomalous) detail. For scoring,
+the decoder is fed the posterior mean: the reconstruction is then
+deterministic and the residual does not carry sampling noise.
+"""
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from brainseg_jax.models import layers
+
+
+class VariationalAutoEncoder(nn.Module):
+  """Same encoder/decoder as the AE, with a Gaussian posterior at the bottleneck."""
+
+  channels: Sequence[int]
+  bottleneck: str = "dense"
+  latent_dim: int = 128
+  latent_channels: int = 16
+  blocks_per_level: int = 1
+  norm: str = "none"
+
+  @nn.compact
+  def __call__(self, x, rng=None):
+    """Returns (reconstruction, mean, log_variance).
+
+    With `rng` the latent is sampled (training); without it the posterior mean
+    is decoded (scoring).
+    """
+    h = layers.Encoder(self.channels, self.blocks_per_level, self.norm)(x)
+    stats = layers.Bottleneck(self.bottleneck, self.latent_dim, self.latent_channels,
+                              num_outputs=2)(h)
+    mean, log_var = jnp.split(stats, 2, axis=-1)
+    log_var = jnp.clip(log_var, -10.0, 10.0)  # keeps exp() finite early in training
+    z = mean
+    if rng is not None:
+      z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(rng, mean.shape, mean.dtype)
+    h = layers.FromLatent(self.bottleneck, h.shape[1:])(z)
+    recon = layers.Decoder(self.channels, 1, self.blocks_per_level, self.norm)(h)
+    return recon, mean, log_var
+
+
+def kl_divergence(mean, log_var):
+  """KL(N(mean, exp(log_var)) || N(0, 1)), summed over all latent units per example."""
+  kl = 0.5 * (jnp.exp(log_var) + jnp.square(mean) - 1.0 - log_var)
+  return jnp.sum(kl.reshape(kl.shape[0], -1), axis=-1)
+
+
+def loss_fn(model, params, images, rng, kl_weight=1.0):
+  """Negative ELBO up to constants: per-slice sum of squared errors + kl_weight * KL."""
+  recon, mean, log_var = model.apply({"params": params}, images, rng)
+  reconstruction = jnp.mean(jnp.sum(jnp.square(recon - images), axis=(1, 2, 3)))
+  kl = jnp.mean(kl_divergence(mean, log_var))
+  loss = reconstruction + kl_weight * kl
+  return loss, {"loss": loss, "reconstruction": reconstruction, "kl": kl}
+
+
+def reconstruct(model, params, images):
+  return model.apply({"params": params}, images)[0]

@@ -1,0 +1,137 @@
+"""Training loop for the reconstruction models (AE, VAE).
+
+Read top to bottom: check the config, build the mesh, model and state, resume
+from the latest checkpoint if there is one, then run jitted train steps on
+batches sharded over every device, logging and checkpointing as it goes.
+
+A resumed run reproduces an uninterrupted one exactly: the batch of step i and
+the random key of step i are both pure functions of (seed, i).
+"""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax.training import train_state
+
+from brainseg_jax import checkpoints, parallel, workdir as workdir_lib
+from brainseg_jax.datasets import input_pipeline
+from brainseg_jax.errors import UserError
+from brainseg_jax.metric_writer import MetricWriter
+from brainseg_jax.models import Model, create_model
+
+
+def validate_config(config: ml_collections.ConfigDict, num_devices: int):
+  """Rejects impossible configs before anything expensive runs."""
+  if config.batch_size % num_devices:
+    raise UserError(f"batch_size {config.batch_size} is not divisible by the "
+                    f"{num_devices} devices it is split over")
+  factor = 2 ** len(config.model.channels)
+  if config.dataset.resolution % factor:
+    raise UserError(f"dataset.resolution {config.dataset.resolution} is not divisible by "
+                    f"2^{len(config.model.channels)} = {factor}, the encoder's downsampling "
+                    f"(one halving per entry of model.channels)")
+  if config.num_train_steps <= 0:
+    raise UserError(f"num_train_steps must be positive, got {config.num_train_steps}")
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=config.learning_rate, warmup_steps=config.warmup_steps,
+      decay_steps=config.num_train_steps, end_value=0.01 * config.learning_rate)
+  return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), optax.adam(schedule))
+
+
+def create_train_state(model: Model, config, rng) -> train_state.TrainState:
+  size = config.dataset.resolution
+  params = model.init(rng, jnp.zeros((1, size, size, 1), jnp.float32))
+  state = train_state.TrainState.create(apply_fn=model.module.apply, params=params,
+                                        tx=make_optimizer(config))
+  # An array, not a Python int: the step is then saved and sharded like the rest.
+  return state.replace(step=jnp.asarray(0, jnp.int32))
+
+
+def make_train_step(model: Model, seed: int):
+  """One optimisation step on a global batch; the loss is a mean over it."""
+
+  def train_step(state, images):
+    rng = jax.random.fold_in(jax.random.key(seed), state.step)
+    grad_fn = jax.value_and_grad(model.loss, has_aux=True)
+    (_, metrics), grads = grad_fn(state.params, images, rng)
+    return state.apply_gradients(grads=grads), metrics
+
+  return train_step
+
+
+def jit_train_step(model: Model, seed: int, mesh):
+  replicated = parallel.replicated(mesh)
+  return jax.jit(make_train_step(model, seed),
+                 in_shardings=(replicated, parallel.batch_sharded(mesh)),
+                 out_shardings=(replicated, replicated),
+                 donate_argnums=0)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, mesh=None) -> train_state.TrainState:
+  """Trains to `config.num_train_steps`, resuming from the workdir's latest checkpoint."""
+  workdir = workdir_lib.ensure_writable(workdir)
+  mesh = parallel.data_mesh() if mesh is None else mesh
+  validate_config(config, mesh.size)
+
+  model = create_model(config.model)
+  builder = input_pipeline.get_builder(config.dataset)
+  state = create_train_state(model, config, jax.random.key(config.seed))
+  state = jax.device_put(state, parallel.replicated(mesh))
+
+  checkpointer = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
+  if checkpointer.latest_step() is not None:
+    state = checkpointer.restore(state)
+    logging.info("resumed from step %d in %s", int(state.step), checkpointer.directory)
+  start_step = int(state.step)
+  if start_step >= config.num_train_steps:
+    logging.info("already trained to step %d", start_step)
+    return state
+
+  batches = input_pipeline.train_batches(builder, config.batch_size, config.seed, start_step)
+  train_step = jit_train_step(model, config.seed, mesh)
+  data_sharding = parallel.batch_sharded(mesh)
+  writer = MetricWriter(workdir)
+  pending_metrics = []
+  last_log_time, last_log_step = time.time(), start_step
+
+  for step in range(start_step + 1, config.num_train_steps + 1):
+    images = parallel.global_batch(next(batches), data_sharding)
+    state, metrics = train_step(state, images)
+    pending_metrics.append(metrics)  # stays on device: no sync in the inner loop
+
+    if step % config.log_every_steps == 0 or step == config.num_train_steps:
+      summary = {k: float(np.mean(v)) for k, v in
+                 jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(pending_metrics)).items()}
+      pending_metrics = []
+      now = time.time()
+      steps_per_sec = (step - last_log_step) / (now - last_log_time)
+      last_log_time, last_log_step = now, step
+      writer.write_scalars(step, {**summary, "steps_per_sec": steps_per_sec})
+      seconds_left = (config.num_train_steps - step) / steps_per_sec
+      logging.info("step %d/%d  loss %.4f  %.2f steps/s  %s left", step,
+                   config.num_train_steps, summary["loss"], steps_per_sec,
+                   _format_seconds(seconds_left))
+      if not np.isfinite(summary["loss"]):
+        raise UserError(f"loss became {summary['loss']} at step {step}: lower "
+                        "learning_rate or check the data")
+
+    if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
+      checkpointer.save(step, state, config.to_dict())
+
+  checkpointer.wait_until_finished()
+  checkpointer.close()
+  writer.close()
+  return state
+
+
+def _format_seconds(seconds: float) -> str:
+  minutes, seconds = divmod(int(seconds), 60)
+  return f"{minutes}m{seconds:02d}s"

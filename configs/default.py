@@ -1,0 +1,72 @@
+"""Defaults shared by every experiment config; each config file overrides a few.
+
+Select a config with `--config=configs/vae.py`, its smoke variant with
+`--config=configs/vae.py:smoke`, and override any key on the command line
+(`--config.batch_size=16`, `--config.model.channels="(16,32,64)"`).
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  # Names the default workdir, runs/<experiment>.
+  config.experiment = "default"
+  config.seed = 0
+
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = "synthetic_brain"
+  config.dataset.modality = "flair"
+  config.dataset.resolution = 128
+  # Empty: $BRAINSEG_DATA_DIR, else TFDS's default (~/tensorflow_datasets).
+  config.dataset.data_dir = ""
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "ae"
+  config.model.channels = (32, 64, 128, 256)
+  config.model.bottleneck = "dense"  # or "spatial"
+  config.model.latent_dim = 128  # dense bottleneck
+  config.model.latent_channels = 16  # spatial bottleneck
+  config.model.blocks_per_level = 1
+  config.model.norm = "none"  # "group", "layer"
+
+  config.batch_size = 32  # global, split over all devices
+  config.num_train_steps = 1500
+  config.learning_rate = 1e-3
+  config.warmup_steps = 100
+  config.grad_clip_norm = 1.0
+  config.log_every_steps = 50
+  config.checkpoint_every_steps = 250
+  config.keep_checkpoints = 3
+
+  config.eval = ml_collections.ConfigDict()
+  # Threshold: the (1 - healthy_fpr) quantile of anomaly scores in healthy
+  # validation brains, i.e. the fraction of healthy voxels flagged.
+  config.eval.healthy_fpr = 0.01
+  config.eval.residual = "abs"  # |x - x_hat|; "positive": max(x - x_hat, 0)
+  config.eval.num_figure_volumes = 4
+  return config
+
+
+def with_variant(config: ml_collections.ConfigDict, variant: str | None):
+  """Applies the variant named after the config file's colon (`vae.py:smoke`)."""
+  if variant in (None, ""):
+    return config
+  if variant == "smoke":
+    return smoke(config)
+  raise ValueError(f"unknown config variant {variant!r}: expected 'smoke' or none")
+
+
+def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks a config to train and evaluate in well under 2 minutes on a CPU."""
+  config.experiment += "_smoke"
+  config.dataset.resolution = 64
+  config.model.channels = (8, 16, 32)
+  config.model.latent_dim = 32
+  config.batch_size = 8
+  config.num_train_steps = 60
+  config.warmup_steps = 10
+  config.log_every_steps = 10
+  config.checkpoint_every_steps = 30
+  config.eval.num_figure_volumes = 2
+  return config

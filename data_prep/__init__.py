@@ -1,0 +1,1 @@
+"""Volume preprocessing and synthetic-data generation for brainseg_jax training and evaluation."""

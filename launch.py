@@ -1,0 +1,27 @@
+"""Train a model on a dataset, then evaluate it: the project's main job.
+
+    python launch.py --config=configs/vae.py          # workdir runs/vae
+    python launch.py --config=configs/vae.py:smoke    # workdir runs/vae_smoke
+
+Starting again with the same workdir resumes training from its latest
+checkpoint; a finished run goes straight to evaluation.
+"""
+
+from absl import logging
+
+from brainseg_jax import cli, eval as evaluation, train
+
+
+def default_workdir(config) -> str:
+  return f"runs/{config.experiment}"
+
+
+def train_then_evaluate(config, workdir):
+  train.train(config, workdir)
+  result = evaluation.evaluate(config, workdir)
+  logging.info("wrote %s/metrics.json and %s/anomaly_maps.png", workdir, workdir)
+  return result
+
+
+if __name__ == "__main__":
+  cli.run(train_then_evaluate, default_workdir=default_workdir)
