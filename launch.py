@@ -9,7 +9,8 @@ checkpoint; a finished run goes straight to evaluation.
 
 from absl import logging
 
-from brainseg_jax import cli, eval as evaluation, train
+from brainseg_jax import cli, train
+from brainseg_jax import eval as evaluation
 
 
 def default_workdir(config) -> str:

@@ -1,5 +1,7 @@
 """What every command-line entry point shares: flags, devices, one-line errors."""
 
+import logging as python_logging
+import os
 import sys
 
 from absl import app, flags, logging
@@ -18,6 +20,16 @@ flags.DEFINE_integer("cpu_devices", 4, "On a CPU-only host, the number of XLA de
                      "it into (data parallel); measured 2x faster on 2 cores than 1 device.")
 
 
+class _ProjectInfoOnly(python_logging.Filter):
+  """Keeps INFO lines from this project; other libraries (Orbax, TFDS) only warn and above."""
+
+  _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+  def filter(self, record):
+    return (record.levelno >= python_logging.WARNING
+            or (record.pathname.startswith(self._ROOT) and "site-packages" not in record.pathname))
+
+
 def run(command, default_workdir=None):
   """Runs `command(config, workdir)` under absl, turning UserError into a one-line exit."""
 
@@ -30,6 +42,7 @@ def run(command, default_workdir=None):
     if workdir is None:
       raise app.UsageError("--workdir is required")
     parallel.split_host_into_devices(FLAGS.cpu_devices)
+    logging.get_absl_handler().addFilter(_ProjectInfoOnly())
     try:
       command(FLAGS.config, workdir)
     except UserError as e:

@@ -47,12 +47,12 @@ def _jsonable(d):
   return json.loads(json.dumps(d))
 
 
-def score_volumes(score_fn, params, volumes):
+def score_volumes(scorer, params, volumes):
   """Reconstruction and anomaly map (numpy, (S, H, W)) of every volume."""
   results = []
   for volume in volumes:
-    recon, anomaly = score_fn(params, volume.image, volume.brain_mask)
-    results.append((np.asarray(recon)[..., 0], np.asarray(anomaly)[..., 0]))
+    recon, anomaly = scorer(params, volume.image, volume.brain_mask)
+    results.append((recon[..., 0], anomaly[..., 0]))
   return results
 
 
@@ -62,19 +62,20 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   model = create_model(config.model)
   params, step = restore_params(config, workdir, model)
   builder = input_pipeline.get_builder(config.dataset)
-  score_fn = scoring.make_scorer(model, config.eval.residual)
+  scorer = scoring.VolumeScorer(model, config.eval.residual)
+  params = scorer.place_params(params)
 
   start = time.time()
   validation = input_pipeline.load_volumes(builder, "validation")
-  healthy_scores = np.concatenate([
-      anomaly[v.brain_mask[..., 0]]
-      for v, (_, anomaly) in zip(validation, score_volumes(score_fn, params, validation))])
+  validation_scores = score_volumes(scorer, params, validation)
+  healthy_scores = np.concatenate([anomaly[v.brain_mask[..., 0]] for v, (_, anomaly)
+                                   in zip(validation, validation_scores, strict=True)])
   threshold = metrics.threshold_at_fpr(healthy_scores, config.eval.healthy_fpr)
 
   test = input_pipeline.load_volumes(builder, "test")
-  test_scores = score_volumes(score_fn, params, test)
+  test_scores = score_volumes(scorer, params, test)
   per_volume, brain_scores, brain_truth, types = {}, [], [], []
-  for volume, (_, anomaly) in zip(test, test_scores):
+  for volume, (_, anomaly) in zip(test, test_scores, strict=True):
     brain = volume.brain_mask[..., 0]
     scores, truth = anomaly[brain], volume.anomaly_mask[..., 0][brain]
     per_volume[volume.subject_id] = {"anomaly_type": volume.anomaly_type,
@@ -87,7 +88,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   for anomaly_type in sorted(set(types)):
     keep = [t == anomaly_type for t in types]
     pooled[anomaly_type] = _pooled(
-        [s for s, k in zip(brain_scores, keep) if k], [t for t, k in zip(brain_truth, keep) if k],
+        [s for s, k in zip(brain_scores, keep, strict=True) if k],
+        [t for t, k in zip(brain_truth, keep, strict=True) if k],
         threshold, {s: m for s, m in per_volume.items() if m["anomaly_type"] == anomaly_type})
 
   result = {
@@ -131,7 +133,7 @@ def _save_figure(path, volumes, scores, threshold, num_volumes):
   by_type = {}
   for i, v in enumerate(volumes):
     by_type.setdefault(v.anomaly_type, []).append(i)
-  order = [i for group in zip(*by_type.values()) for i in group] if by_type else []
+  order = [i for group in zip(*by_type.values(), strict=False) for i in group] if by_type else []
   rows = []
   for i in order[:num_volumes]:
     volume, (recon, anomaly) = volumes[i], scores[i]

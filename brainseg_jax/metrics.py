@@ -35,7 +35,7 @@ def _cumulative_counts(scores: np.ndarray, labels: np.ndarray):
   Returns (tp, fp, thresholds): predicting `score >= thresholds[i]` gives
   tp[i] true and fp[i] false positives. Tied scores form one threshold.
   """
-  scores = np.asarray(scores, np.float64).ravel()
+  scores = np.asarray(scores).ravel()
   labels = np.asarray(labels, bool).ravel()
   order = np.argsort(-scores, kind="stable")
   scores, labels = scores[order], labels[order]
@@ -47,24 +47,12 @@ def _cumulative_counts(scores: np.ndarray, labels: np.ndarray):
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
   """Area under the ROC curve (trapezoidal, so ties count one half)."""
-  tp, fp, _ = _cumulative_counts(scores, labels)
-  positives, negatives = tp[-1] if tp.size else 0, fp[-1] if fp.size else 0
-  if positives == 0 or negatives == 0:
-    return float("nan")
-  tpr = np.r_[0.0, tp / positives]
-  fpr = np.r_[0.0, fp / negatives]
-  return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+  return _auroc(*_cumulative_counts(scores, labels))
 
 
 def auprc(scores: np.ndarray, labels: np.ndarray) -> float:
   """Average precision: sum over thresholds of (recall step) x precision."""
-  tp, fp, _ = _cumulative_counts(scores, labels)
-  positives = tp[-1] if tp.size else 0
-  if positives == 0 or fp[-1] == 0:
-    return float("nan")
-  recall = np.r_[0.0, tp / positives]
-  precision = tp / (tp + fp)
-  return float(np.sum(np.diff(recall) * precision))
+  return _auprc(*_cumulative_counts(scores, labels))
 
 
 def best_dice(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -72,7 +60,29 @@ def best_dice(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
 
   This looks at the test labels, so it is an upper bound, not a result.
   """
-  tp, fp, thresholds = _cumulative_counts(scores, labels)
+  return _best_dice(*_cumulative_counts(scores, labels))
+
+
+def _auroc(tp, fp, thresholds) -> float:
+  del thresholds
+  positives, negatives = (tp[-1], fp[-1]) if tp.size else (0, 0)
+  if positives == 0 or negatives == 0:
+    return float("nan")
+  tpr = np.r_[0.0, tp / positives]
+  fpr = np.r_[0.0, fp / negatives]
+  return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+
+
+def _auprc(tp, fp, thresholds) -> float:
+  del thresholds
+  positives = tp[-1] if tp.size else 0
+  if positives == 0 or fp[-1] == 0:
+    return float("nan")
+  recall = np.r_[0.0, tp / positives]
+  return float(np.sum(np.diff(recall) * tp / (tp + fp)))
+
+
+def _best_dice(tp, fp, thresholds) -> tuple[float, float]:
   positives = tp[-1] if tp.size else 0
   if positives == 0:
     return 1.0, float("inf")  # flagging nothing is perfect
@@ -94,7 +104,8 @@ def threshold_at_fpr(healthy_scores: np.ndarray, fpr: float) -> float:
 def all_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
   """Every reported metric for one set of voxels (one volume, or all pooled)."""
   result = segmentation_metrics(scores > threshold, labels)
-  result["auroc"] = auroc(scores, labels)
-  result["auprc"] = auprc(scores, labels)
-  result["best_dice_upper_bound"], result["best_threshold_upper_bound"] = best_dice(scores, labels)
+  counts = _cumulative_counts(scores, labels)  # one sort serves all three
+  result["auroc"] = _auroc(*counts)
+  result["auprc"] = _auprc(*counts)
+  result["best_dice_upper_bound"], result["best_threshold_upper_bound"] = _best_dice(*counts)
   return result

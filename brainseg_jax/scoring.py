@@ -1,32 +1,59 @@
 """Anomaly maps: what the model cannot reconstruct, inside the brain.
 
-One jitted function scores a whole volume's slices at once; it compiles once
-per volume shape, so every volume of a dataset reuses the same executable.
+One jitted function scores all slices of a volume at once, split over the
+devices along the slice axis. It compiles once per volume shape, so every
+volume of a dataset reuses the same executable.
 """
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from brainseg_jax import parallel
 from brainseg_jax.models import Model
 
 RESIDUALS = ("abs", "positive")
 
 
-def make_scorer(model: Model, residual: str = "abs"):
-  """Returns jitted (params, images, brain_mask) -> (reconstruction, anomaly map).
+def anomaly_map(images, reconstruction, brain_mask, residual: str = "abs"):
+  """|x - x_hat| ("abs") or max(x - x_hat, 0) ("positive"), zero outside the brain.
 
-  residual "abs" scores |x - x_hat|; "positive" scores max(x - x_hat, 0), for
-  anomalies known to be hyperintense (FLAIR lesions), where a too-bright
-  reconstruction is not a finding.
+  "positive" is for anomalies known to be hyperintense (FLAIR lesions), where
+  a reconstruction brighter than the input is not a finding.
   """
-  if residual not in RESIDUALS:
-    raise ValueError(f"unknown residual {residual!r}: expected one of {RESIDUALS}")
+  diff = images - reconstruction
+  anomaly = jnp.abs(diff) if residual == "abs" else jnp.maximum(diff, 0.0)
+  return jnp.where(brain_mask, anomaly, 0.0)
 
-  @jax.jit
-  def score(params, images, brain_mask):
-    recon = model.reconstruct(params, images)
-    diff = images - recon
-    anomaly = jnp.abs(diff) if residual == "abs" else jnp.maximum(diff, 0.0)
-    return recon, jnp.where(brain_mask, anomaly, 0.0)
 
-  return score
+class VolumeScorer:
+  """(params, images (S, H, W, 1), brain mask) -> numpy (reconstruction, anomaly map)."""
+
+  def __init__(self, model: Model, residual: str = "abs", mesh=None):
+    if residual not in RESIDUALS:
+      raise ValueError(f"unknown residual {residual!r}: expected one of {RESIDUALS}")
+    self.mesh = parallel.data_mesh(jax.local_devices()) if mesh is None else mesh
+    slices = parallel.batch_sharded(self.mesh)
+
+    def score(params, images, brain_mask):
+      recon = model.reconstruct(params, images)
+      return recon, anomaly_map(images, recon, brain_mask, residual)
+
+    self._score = jax.jit(score, in_shardings=(parallel.replicated(self.mesh), slices, slices),
+                          out_shardings=(slices, slices))
+
+  def place_params(self, params):
+    """Copies parameters to every device once, not once per volume."""
+    return jax.device_put(params, parallel.replicated(self.mesh))
+
+  def __call__(self, params, images: np.ndarray, brain_mask: np.ndarray):
+    num_slices = images.shape[0]
+    pad = -num_slices % self.mesh.size  # the slice axis must split evenly
+    if pad:
+      widths = [(0, pad)] + [(0, 0)] * (images.ndim - 1)
+      images, brain_mask = np.pad(images, widths), np.pad(brain_mask, widths)
+    recon, anomaly = self._score(params, images, brain_mask)
+    return np.asarray(recon)[:num_slices], np.asarray(anomaly)[:num_slices]
+
+  def compiled_versions(self) -> int:
+    return self._score._cache_size()

@@ -18,7 +18,8 @@ import optax
 from absl import logging
 from flax.training import train_state
 
-from brainseg_jax import checkpoints, parallel, workdir as workdir_lib
+from brainseg_jax import checkpoints, parallel
+from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.datasets import input_pipeline
 from brainseg_jax.errors import UserError
 from brainseg_jax.metric_writer import MetricWriter
@@ -37,6 +38,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int):
                     f"(one halving per entry of model.channels)")
   if config.num_train_steps <= 0:
     raise UserError(f"num_train_steps must be positive, got {config.num_train_steps}")
+  if not 0 <= config.warmup_steps < config.num_train_steps:
+    raise UserError(f"warmup_steps {config.warmup_steps} must be in [0, num_train_steps = "
+                    f"{config.num_train_steps})")
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:

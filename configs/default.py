@@ -23,7 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "ae"
-  config.model.channels = (32, 64, 128, 256)
+  config.model.channels = (16, 32, 64, 128)
   config.model.bottleneck = "dense"  # or "spatial"
   config.model.latent_dim = 128  # dense bottleneck
   config.model.latent_channels = 16  # spatial bottleneck
@@ -31,7 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.norm = "none"  # "group", "layer"
 
   config.batch_size = 32  # global, split over all devices
-  config.num_train_steps = 1500
+  config.num_train_steps = 1200
   config.learning_rate = 1e-3
   config.warmup_steps = 100
   config.grad_clip_norm = 1.0

@@ -20,7 +20,8 @@ def data_dir(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def sample_data_dir() -> pathlib.Path:
   """The real sample scans beside the project (../shared/data), or skip."""
-  path = pathlib.Path(os.environ.get("BRAINSEG_SAMPLE_DATA", PROJECT_ROOT.parent / "shared" / "data"))
+  default = PROJECT_ROOT.parent / "shared" / "data"
+  path = pathlib.Path(os.environ.get("BRAINSEG_SAMPLE_DATA", default))
   if not path.is_dir():
     pytest.skip(f"real sample data not found at {path} (set BRAINSEG_SAMPLE_DATA)")
   return path

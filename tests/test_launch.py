@@ -70,7 +70,8 @@ def test_killed_launch_resumes_from_its_last_checkpoint(tmp_path, data_dir):
           "--config.num_train_steps=400", "--config.checkpoint_every_steps=20",
           f"--config.dataset.data_dir={data_dir}"]
   process = subprocess.Popen(args, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+                             stderr=subprocess.DEVNULL,
+                             env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
   checkpoint = tmp_path / "checkpoints" / "20"
   deadline = time.time() + 240
   while not checkpoint.is_dir() and time.time() < deadline and process.poll() is None:

@@ -8,7 +8,7 @@ therefore continues from exactly the batch it stopped at.
 
 import dataclasses
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import grain
 import jax
@@ -60,6 +60,12 @@ def _image_only(example):
   return example["image"]
 
 
+def _process_share(global_batch: np.ndarray) -> np.ndarray:
+  """This process's consecutive part of a global batch."""
+  local = global_batch.shape[0] // jax.process_count()
+  return global_batch[jax.process_index() * local:(jax.process_index() + 1) * local]
+
+
 def train_batches(builder, batch_size: int, seed: int, start_step: int = 0,
                   split: str = "train") -> Iterator[np.ndarray]:
   """Endless shuffled batches of images, starting at batch `start_step`.
@@ -68,15 +74,13 @@ def train_batches(builder, batch_size: int, seed: int, start_step: int = 0,
   global), so a multi-host run assembles one global batch per step.
   """
   source = builder.as_data_source(split=split)
-  local_batch = batch_size // jax.process_count()
   dataset = (grain.MapDataset.source(source)
              .seed(seed)
              .shuffle()
              .repeat(None)
              .map(_image_only)
              .batch(batch_size, drop_remainder=True)
-             # Every process takes its own slice of the global batch.
-             .map(lambda b: b[jax.process_index() * local_batch:(jax.process_index() + 1) * local_batch]))
+             .map(_process_share))
   dataset = dataset.slice(slice(start_step, None))
   return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
 

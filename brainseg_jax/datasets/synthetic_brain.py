@@ -37,10 +37,9 @@ class SyntheticBrainConfig(tfds.core.BuilderConfig):
 
 def _configs():
   return [
-      SyntheticBrainConfig(name=f"{modality}_{resolution}", modality=modality,
-                           resolution=resolution,
-                           description=f"{modality.upper()} axial slices at {resolution}x{resolution}")
-      for modality in synthetic.MODALITIES for resolution in (32, 64, 128)
+      SyntheticBrainConfig(name=f"{modality}_{size}", modality=modality, resolution=size,
+                           description=f"{modality.upper()} axial slices, {size}x{size}")
+      for modality in synthetic.MODALITIES for size in (32, 64, 128)
   ]
 
 
@@ -92,7 +91,8 @@ class SyntheticBrain(tfds.core.GeneratorBasedBuilder):
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=_num_workers(),
                                                 mp_context=context) as pool:
-      for (subject_id, _, anomaly), subject in zip(plan, pool.map(_make_subject, jobs)):
+      subjects = pool.map(_make_subject, jobs)
+      for (subject_id, _, anomaly), subject in zip(plan, subjects, strict=True):
         yield from _slices(subject_id, anomaly, subject)
 
 

@@ -9,7 +9,8 @@ training, scoring and evaluation never ask which model they run:
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import ml_collections

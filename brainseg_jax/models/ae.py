@@ -4,7 +4,7 @@ Trained on healthy slices only, it learns to reproduce normal anatomy; at test
 time whatever it cannot reproduce (|x - x_hat|) is the anomaly map.
 """
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp

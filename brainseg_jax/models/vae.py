@@ -6,7 +6,7 @@ the decoder is fed the posterior mean: the reconstruction is then
 deterministic and the residual does not carry sampling noise.
 """
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
