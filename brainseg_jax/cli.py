@@ -38,6 +38,10 @@ def run(command, default_workdir=None):
       raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if FLAGS.config is None:
       raise app.UsageError("--config is required, e.g. --config=configs/vae.py")
+    try:
+      FLAGS.config.keys()  # config_flags defers errors in the config file to first use
+    except OSError as e:
+      _exit_with(f"cannot load --config: {e}")
     workdir = FLAGS.workdir or (default_workdir(FLAGS.config) if default_workdir else None)
     if workdir is None:
       raise app.UsageError("--workdir is required")
@@ -46,7 +50,29 @@ def run(command, default_workdir=None):
     try:
       command(FLAGS.config, workdir)
     except UserError as e:
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(1)
+      _exit_with(str(e))
 
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv):
+  """absl's parsing, with a wrong config key or value as one line instead of a traceback."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    _exit_with(str(e))
+  except OSError as e:  # overriding keys of a config file that failed to load
+    _exit_with(f"cannot load --config: {e}")
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    overrides = [a for a in argv[1:] if a.startswith("--config.")]
+    _exit_with(f"bad config override among {overrides}: {e}")
+
+
+def _exit_with(message: str):
+  """Prints one line: the message's first line and, if it differs, its last (the cause)."""
+  lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+  summary = lines[0] if lines else "unknown error"
+  if len(lines) > 1 and lines[-1] != lines[0]:
+    summary = f"{summary} {lines[-1]}"
+  print(f"error: {summary}", file=sys.stderr)
+  sys.exit(1)

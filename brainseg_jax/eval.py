@@ -27,8 +27,11 @@ POOLED_KEYS = ("dice", "sensitivity", "precision", "accuracy", "auroc", "auprc",
                "best_dice_upper_bound")
 
 
-def restore_params(config: ml_collections.ConfigDict, workdir: str, model):
-  """Parameters of the latest checkpoint in `workdir`, checked against `config`."""
+def restore_state(config: ml_collections.ConfigDict, workdir: str, model):
+  """The latest train state in `workdir`, checked against `config`; (state, step)."""
+  template = train.create_train_state(model, config)
+  if not model.trainable:
+    return template, 0
   if not os.path.isdir(checkpoints.checkpoint_dir(workdir)):
     raise UserError(f"no checkpoints in {os.path.abspath(workdir)}: train first "
                     f"(python launch.py --config=... --workdir={workdir})")
@@ -37,21 +40,20 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str, model):
   if saved is not None and saved.get("model") != _jsonable(config.model.to_dict()):
     raise UserError(f"the model in {workdir} was trained with model config {saved.get('model')}, "
                     f"not {config.model.to_dict()}: pass the config it was trained with")
-  template = train.create_train_state(model, config, jax.random.key(0))
   state = checkpointer.restore(template)
   checkpointer.close()
-  return state.params, int(state.step)
+  return state, int(state.step)
 
 
 def _jsonable(d):
   return json.loads(json.dumps(d))
 
 
-def score_volumes(scorer, params, volumes):
+def score_volumes(scorer, state, volumes):
   """Reconstruction and anomaly map (numpy, (S, H, W)) of every volume."""
   results = []
   for volume in volumes:
-    recon, anomaly = scorer(params, volume.image, volume.brain_mask)
+    recon, anomaly = scorer(state, volume.image, volume.brain_mask)
     results.append((recon[..., 0], anomaly[..., 0]))
   return results
 
@@ -59,21 +61,21 @@ def score_volumes(scorer, params, volumes):
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Scores validation and test volumes; writes metrics.json and figures; returns the metrics."""
   workdir = workdir_lib.ensure_writable(workdir)
-  model = create_model(config.model)
-  params, step = restore_params(config, workdir, model)
+  model = create_model(config)
+  state, step = restore_state(config, workdir, model)
   builder = input_pipeline.get_builder(config.dataset)
   scorer = scoring.VolumeScorer(model, config.eval.residual)
-  params = scorer.place_params(params)
+  state = scorer.place(state)
 
   start = time.time()
   validation = input_pipeline.load_volumes(builder, "validation")
-  validation_scores = score_volumes(scorer, params, validation)
+  validation_scores = score_volumes(scorer, state, validation)
   healthy_scores = np.concatenate([anomaly[v.brain_mask[..., 0]] for v, (_, anomaly)
                                    in zip(validation, validation_scores, strict=True)])
   threshold = metrics.threshold_at_fpr(healthy_scores, config.eval.healthy_fpr)
 
   test = input_pipeline.load_volumes(builder, "test")
-  test_scores = score_volumes(scorer, params, test)
+  test_scores = score_volumes(scorer, state, test)
   per_volume, brain_scores, brain_truth, types = {}, [], [], []
   for volume, (_, anomaly) in zip(test, test_scores, strict=True):
     brain = volume.brain_mask[..., 0]

@@ -27,7 +27,7 @@ def anomaly_map(images, reconstruction, brain_mask, residual: str = "abs"):
 
 
 class VolumeScorer:
-  """(params, images (S, H, W, 1), brain mask) -> numpy (reconstruction, anomaly map)."""
+  """(train state, images (S, H, W, 1), brain mask) -> numpy (reconstruction, anomaly map)."""
 
   def __init__(self, model: Model, residual: str = "abs", mesh=None):
     if residual not in RESIDUALS:
@@ -35,24 +35,24 @@ class VolumeScorer:
     self.mesh = parallel.data_mesh(jax.local_devices()) if mesh is None else mesh
     slices = parallel.batch_sharded(self.mesh)
 
-    def score(params, images, brain_mask):
-      recon = model.reconstruct(params, images)
+    def score(state, images, brain_mask):
+      recon = model.reconstruct(state, images)
       return recon, anomaly_map(images, recon, brain_mask, residual)
 
     self._score = jax.jit(score, in_shardings=(parallel.replicated(self.mesh), slices, slices),
                           out_shardings=(slices, slices))
 
-  def place_params(self, params):
-    """Copies parameters to every device once, not once per volume."""
-    return jax.device_put(params, parallel.replicated(self.mesh))
+  def place(self, state):
+    """Copies the model state to every device once, not once per volume."""
+    return jax.device_put(state, parallel.replicated(self.mesh))
 
-  def __call__(self, params, images: np.ndarray, brain_mask: np.ndarray):
+  def __call__(self, state, images: np.ndarray, brain_mask: np.ndarray):
     num_slices = images.shape[0]
     pad = -num_slices % self.mesh.size  # the slice axis must split evenly
     if pad:
       widths = [(0, pad)] + [(0, 0)] * (images.ndim - 1)
       images, brain_mask = np.pad(images, widths), np.pad(brain_mask, widths)
-    recon, anomaly = self._score(params, images, brain_mask)
+    recon, anomaly = self._score(state, images, brain_mask)
     return np.asarray(recon)[:num_slices], np.asarray(anomaly)[:num_slices]
 
   def compiled_versions(self) -> int:

@@ -11,12 +11,9 @@ the random key of step i are both pure functions of (seed, i).
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
-from flax.training import train_state
 
 from brainseg_jax import checkpoints, parallel
 from brainseg_jax import workdir as workdir_lib
@@ -43,51 +40,35 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int):
                     f"{config.num_train_steps})")
 
 
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=config.learning_rate, warmup_steps=config.warmup_steps,
-      decay_steps=config.num_train_steps, end_value=0.01 * config.learning_rate)
-  return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), optax.adam(schedule))
-
-
-def create_train_state(model: Model, config, rng) -> train_state.TrainState:
+def create_train_state(model: Model, config: ml_collections.ConfigDict):
   size = config.dataset.resolution
-  params = model.init(rng, jnp.zeros((1, size, size, 1), jnp.float32))
-  state = train_state.TrainState.create(apply_fn=model.module.apply, params=params,
-                                        tx=make_optimizer(config))
-  # An array, not a Python int: the step is then saved and sharded like the rest.
-  return state.replace(step=jnp.asarray(0, jnp.int32))
+  return model.create_state(jax.random.key(config.seed), (size, size, 1))
 
 
-def make_train_step(model: Model, seed: int):
-  """One optimisation step on a global batch; the loss is a mean over it."""
-
-  def train_step(state, images):
-    rng = jax.random.fold_in(jax.random.key(seed), state.step)
-    grad_fn = jax.value_and_grad(model.loss, has_aux=True)
-    (_, metrics), grads = grad_fn(state.params, images, rng)
-    return state.apply_gradients(grads=grads), metrics
-
-  return train_step
-
-
-def jit_train_step(model: Model, seed: int, mesh):
+def jit_train_step(model: Model, mesh):
+  """The model's train step, compiled once: state replicated, batch split over `mesh`."""
   replicated = parallel.replicated(mesh)
-  return jax.jit(make_train_step(model, seed),
+  return jax.jit(model.train_step,
                  in_shardings=(replicated, parallel.batch_sharded(mesh)),
                  out_shardings=(replicated, replicated),
                  donate_argnums=0)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, mesh=None) -> train_state.TrainState:
-  """Trains to `config.num_train_steps`, resuming from the workdir's latest checkpoint."""
+def train(config: ml_collections.ConfigDict, workdir: str, mesh=None):
+  """Trains to `config.num_train_steps`, resuming from the workdir's latest checkpoint.
+
+  Returns the final train state (None for models with nothing to train).
+  """
   workdir = workdir_lib.ensure_writable(workdir)
   mesh = parallel.data_mesh() if mesh is None else mesh
   validate_config(config, mesh.size)
 
-  model = create_model(config.model)
+  model = create_model(config)
+  if not model.trainable:
+    logging.info("%s has nothing to train", model.name)
+    return None
   builder = input_pipeline.get_builder(config.dataset)
-  state = create_train_state(model, config, jax.random.key(config.seed))
+  state = create_train_state(model, config)
   state = jax.device_put(state, parallel.replicated(mesh))
 
   checkpointer = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
@@ -100,7 +81,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, mesh=None) -> train_s
     return state
 
   batches = input_pipeline.train_batches(builder, config.batch_size, config.seed, start_step)
-  train_step = jit_train_step(model, config.seed, mesh)
+  train_step = jit_train_step(model, mesh)
   data_sharding = parallel.batch_sharded(mesh)
   writer = MetricWriter(workdir)
   pending_metrics = []

@@ -95,12 +95,17 @@ def test_killed_launch_resumes_from_its_last_checkpoint(tmp_path, data_dir):
      "not divisible by 2^3 = 8"),
     (["launch.py", "--config=configs/vae.py:smoke", "--config.model.name=gan"],
      "unknown model.name 'gan'"),
+    (["launch.py", "--config=configs/vae.py:smoke", "--config.warmup_steps=500"],
+     "warmup_steps 500 must be in [0, num_train_steps = 60)"),
+    (["launch.py", "--config=configs/no_such_config.py"], "No such file or directory"),
+    (["launch.py", "--config=configs/vae.py:fast"], "unknown config variant 'fast'"),
 ])
 def test_bad_config_is_a_one_line_error(args, message, tmp_path, data_dir):
   result = run([*args, f"--workdir={tmp_path}"], data_dir, check=False)
-  assert result.returncode != 0
+  assert result.returncode == 1
   assert message in result.stderr
   assert "Traceback" not in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_eval_on_empty_workdir_says_train_first(tmp_path, data_dir):

@@ -35,11 +35,10 @@ def fixed_batch(size=8, resolution=32):
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch(name):
   config = tiny_config("", name)
   config.num_train_steps = 100
-  model = create_model(config.model)
+  model = create_model(config)
   mesh = parallel.data_mesh()
-  state = jax.device_put(train.create_train_state(model, config, jax.random.key(0)),
-                         parallel.replicated(mesh))
-  step = train.jit_train_step(model, 0, mesh)
+  state = jax.device_put(train.create_train_state(model, config), parallel.replicated(mesh))
+  step = train.jit_train_step(model, mesh)
   images = fixed_batch()
   losses = []
   for _ in range(30):
@@ -52,14 +51,13 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(name):
 def test_step_on_four_devices_equals_step_on_one():
   assert jax.device_count() >= 4, "conftest asks XLA for 4 CPU devices"
   config = tiny_config("")
-  model = create_model(config.model)
+  model = create_model(config)
   images = fixed_batch()
   params = {}
   for n in (1, 4):
     mesh = parallel.data_mesh(jax.devices()[:n])
-    state = jax.device_put(train.create_train_state(model, config, jax.random.key(0)),
-                           parallel.replicated(mesh))
-    step = train.jit_train_step(model, 0, mesh)
+    state = jax.device_put(train.create_train_state(model, config), parallel.replicated(mesh))
+    step = train.jit_train_step(model, mesh)
     for _ in range(3):
       state, _ = step(state, jax.device_put(images, parallel.batch_sharded(mesh)))
     assert len(state.params["Bottleneck_0"]["Dense_0"]["kernel"].sharding.device_set) == n

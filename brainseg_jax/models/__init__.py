@@ -1,50 +1,51 @@
-"""Model families and the one place that turns a config into a model.
+"""Model families and the one place that turns a config into a model (see base.Model)."""
 
-Every family exposes the same three things to the rest of the code, so that
-training, scoring and evaluation never ask which model they run:
-  module:      the linen module (pure: parameters live outside it);
-  loss:        (params, images, rng) -> (scalar loss, dict of scalar metrics);
-  reconstruct: (params, images) -> deterministic reconstruction of images.
-"""
-
-import dataclasses
 import functools
-from collections.abc import Callable
-from typing import Any
 
-import flax.linen as nn
 import ml_collections
 
 from brainseg_jax.errors import UserError
-from brainseg_jax.models import ae, vae
+from brainseg_jax.models import ae, dae, fanogan, reconstruction, threshold, vae
+from brainseg_jax.models.base import Model
 
-
-@dataclasses.dataclass(frozen=True)
-class Model:
-  name: str
-  module: nn.Module
-  loss: Callable[..., Any]
-  reconstruct: Callable[..., Any]
-
-  def init(self, rng, images):
-    """Parameters for images of this batch shape."""
-    return self.module.init(rng, images)["params"]
+NAMES = ("ae", "vae", "dae", "fanogan", "threshold")
 
 
 _ARCHITECTURE_KEYS = ("channels", "bottleneck", "latent_dim", "latent_channels",
                       "blocks_per_level", "norm")
 
 
-def create_model(config: ml_collections.ConfigDict) -> Model:
-  """Builds the model named by `config.name` from a `config.model` section."""
-  architecture = {k: config[k] for k in _ARCHITECTURE_KEYS if k in config}
+def _architecture(model_config) -> dict:
+  architecture = {k: model_config[k] for k in _ARCHITECTURE_KEYS if k in model_config}
   architecture["channels"] = tuple(architecture["channels"])
-  if config.name == "ae":
-    module = ae.AutoEncoder(**architecture)
-    return Model("ae", module, functools.partial(ae.loss_fn, module),
-                 functools.partial(ae.reconstruct, module))
-  if config.name == "vae":
-    module = vae.VariationalAutoEncoder(**architecture)
-    loss = functools.partial(vae.loss_fn, module, kl_weight=config.kl_weight)
-    return Model("vae", module, loss, functools.partial(vae.reconstruct, module))
-  raise UserError(f"unknown model.name {config.name!r}: expected one of 'ae', 'vae'")
+  return architecture
+
+
+def create_model(config: ml_collections.ConfigDict) -> Model:
+  """Builds the model named by `config.model.name` from a full experiment config."""
+  name = config.model.name
+  if name == "threshold":
+    return Model(name, threshold.create_state, None, threshold.reconstruct, trainable=False)
+  if name == "fanogan":
+    return fanogan.create_model(config)
+  if name == "ae":
+    module = ae.AutoEncoder(**_architecture(config.model))
+    loss, recon = functools.partial(ae.loss_fn, module), functools.partial(ae.reconstruct, module)
+  elif name == "vae":
+    module = vae.VariationalAutoEncoder(**_architecture(config.model))
+    loss = functools.partial(vae.loss_fn, module, kl_weight=config.model.kl_weight)
+    recon = functools.partial(vae.reconstruct, module)
+  elif name == "dae":
+    module = ae.AutoEncoder(**_architecture(config.model))
+    loss = functools.partial(dae.loss_fn, module, noise_std=config.model.noise_std,
+                             noise_resolution=config.model.noise_resolution)
+    recon = functools.partial(ae.reconstruct, module)
+  else:
+    raise UserError(f"unknown model.name {name!r}: expected one of {', '.join(NAMES)}")
+  tx = reconstruction.make_optimizer(config)
+  return Model(
+      name=name,
+      create_state=functools.partial(reconstruction.create_state, module, tx),
+      train_step=reconstruction.make_train_step(loss, config.seed),
+      reconstruct=lambda state, images: recon(state.params, images),
+  )

@@ -36,13 +36,13 @@ class AutoEncoder(nn.Module):
     return layers.Decoder(self.channels, 1, self.blocks_per_level, self.norm)(h)
 
 
-def loss_fn(model, params, images, rng):
+def loss_fn(module, params, images, rng):
   """Mean over the batch of the per-slice sum of squared errors."""
   del rng  # deterministic model
-  recon = model.apply({"params": params}, images)
+  recon = module.apply({"params": params}, images)
   loss = jnp.mean(jnp.sum(jnp.square(recon - images), axis=(1, 2, 3)))
   return loss, {"loss": loss}
 
 
-def reconstruct(model, params, images):
-  return model.apply({"params": params}, images)
+def reconstruct(module, params, images):
+  return module.apply({"params": params}, images)

@@ -51,14 +51,14 @@ def kl_divergence(mean, log_var):
   return jnp.sum(kl.reshape(kl.shape[0], -1), axis=-1)
 
 
-def loss_fn(model, params, images, rng, kl_weight=1.0):
+def loss_fn(module, params, images, rng, kl_weight=1.0):
   """Negative ELBO up to constants: per-slice sum of squared errors + kl_weight * KL."""
-  recon, mean, log_var = model.apply({"params": params}, images, rng)
+  recon, mean, log_var = module.apply({"params": params}, images, rng)
   reconstruction = jnp.mean(jnp.sum(jnp.square(recon - images), axis=(1, 2, 3)))
   kl = jnp.mean(kl_divergence(mean, log_var))
   loss = reconstruction + kl_weight * kl
   return loss, {"loss": loss, "reconstruction": reconstruction, "kl": kl}
 
 
-def reconstruct(model, params, images):
-  return model.apply({"params": params}, images)[0]
+def reconstruct(module, params, images):
+  return module.apply({"params": params}, images)[0]

@@ -1,47 +1,60 @@
 import jax
 import jax.numpy as jnp
-import ml_collections
 import pytest
 
-from brainseg_jax.models import create_model
+from brainseg_jax.errors import UserError
+from brainseg_jax.models import ae, create_model
+from configs import default
 
 
-def model_config(name, bottleneck="dense", **overrides):
-  config = dict(name=name, channels=(8, 16, 32), bottleneck=bottleneck, latent_dim=16,
-                latent_channels=4, blocks_per_level=1, norm="none", kl_weight=1.0)
-  config.update(overrides)
-  return ml_collections.ConfigDict(config)
+def experiment_config(name, bottleneck="dense", **model_overrides):
+  """A full experiment config with a tiny model of family `name`."""
+  config = default.get_config()
+  config.model.name = name
+  config.model.channels = (8, 16, 32)
+  config.model.bottleneck = bottleneck
+  config.model.latent_dim = 16
+  config.model.latent_channels = 4
+  with config.unlocked():
+    config.model.kl_weight = 1.0
+    config.model.noise_std = 0.2
+    config.model.noise_resolution = 8
+    config.model.update(model_overrides)
+  return config
+
+
+def module(config):
+  return ae.AutoEncoder(channels=tuple(config.model.channels), bottleneck=config.model.bottleneck,
+                        latent_dim=config.model.latent_dim,
+                        latent_channels=config.model.latent_channels, norm=config.model.norm)
 
 
 @pytest.mark.parametrize("bottleneck", ["dense", "spatial"])
 @pytest.mark.parametrize("norm", ["none", "group"])
 def test_reconstruction_has_input_shape(bottleneck, norm):
-  model = create_model(model_config("ae", bottleneck, norm=norm))
-  images = jnp.ones((3, 32, 32, 1))
-  params = model.init(jax.random.key(0), images)
-  assert model.reconstruct(params, images).shape == (3, 32, 32, 1)
+  model = create_model(experiment_config("ae", bottleneck, norm=norm))
+  state = model.create_state(jax.random.key(0), (32, 32, 1))
+  assert model.reconstruct(state, jnp.ones((3, 32, 32, 1))).shape == (3, 32, 32, 1)
 
 
 def test_bottleneck_sizes():
-  images = jnp.ones((2, 32, 32, 1))
-  dense = create_model(model_config("ae", "dense", latent_dim=16))
-  params = dense.init(jax.random.key(0), images)
+  dense = create_model(experiment_config("ae", "dense", latent_dim=16))
+  params = dense.create_state(jax.random.key(0), (32, 32, 1)).params
   assert params["Bottleneck_0"]["Dense_0"]["kernel"].shape == (4 * 4 * 32, 16)
-  spatial = create_model(model_config("ae", "spatial", latent_channels=4))
-  params = spatial.init(jax.random.key(0), images)
+  spatial = create_model(experiment_config("ae", "spatial", latent_channels=4))
+  params = spatial.create_state(jax.random.key(0), (32, 32, 1)).params
   assert params["Bottleneck_0"]["Conv_0"]["kernel"].shape == (1, 1, 32, 4)
 
 
 def test_loss_is_mean_per_slice_sum_of_squared_errors():
-  model = create_model(model_config("ae"))
+  net = module(experiment_config("ae"))
   images = jax.random.uniform(jax.random.key(1), (2, 32, 32, 1))
-  params = model.init(jax.random.key(0), images)
-  loss, _ = model.loss(params, images, None)
-  recon = model.reconstruct(params, images)
+  params = net.init(jax.random.key(0), images)["params"]
+  loss, _ = ae.loss_fn(net, params, images, None)
+  recon = ae.reconstruct(net, params, images)
   assert jnp.allclose(loss, jnp.sum((recon - images) ** 2) / 2, rtol=1e-5)
 
 
 def test_unknown_model_name_is_a_clear_error():
-  from brainseg_jax.errors import UserError
   with pytest.raises(UserError, match="unknown model.name 'gan'"):
-    create_model(model_config("gan"))
+    create_model(experiment_config("gan"))

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from brainseg_jax.models import create_model, vae
-from tests.models.test_ae import model_config
+from tests.models.test_ae import experiment_config
+
+
+def vae_module(bottleneck="dense"):
+  return vae.VariationalAutoEncoder(channels=(8, 16, 32), bottleneck=bottleneck, latent_dim=16,
+                                    latent_channels=4)
 
 
 def test_kl_divergence_matches_hand_computation():
@@ -21,25 +26,24 @@ def test_kl_is_zero_at_the_prior():
 
 @pytest.mark.parametrize("bottleneck", ["dense", "spatial"])
 def test_loss_is_reconstruction_plus_weighted_kl(bottleneck):
+  net = vae_module(bottleneck)
   images = jax.random.uniform(jax.random.key(1), (2, 32, 32, 1))
-  light = create_model(model_config("vae", bottleneck, kl_weight=0.5))
-  heavy = create_model(model_config("vae", bottleneck, kl_weight=3.0))
-  params = light.init(jax.random.key(0), images)
+  params = net.init(jax.random.key(0), images)["params"]
   rng = jax.random.key(2)
-  loss_light, m = light.loss(params, images, rng)
-  loss_heavy, _ = heavy.loss(params, images, rng)
+  loss_light, m = vae.loss_fn(net, params, images, rng, kl_weight=0.5)
+  loss_heavy, _ = vae.loss_fn(net, params, images, rng, kl_weight=3.0)
   assert m["kl"] > 0 and m["reconstruction"] > 0
   np.testing.assert_allclose(loss_light, m["reconstruction"] + 0.5 * m["kl"], rtol=1e-5)
   np.testing.assert_allclose(loss_heavy, m["reconstruction"] + 3.0 * m["kl"], rtol=1e-5)
 
 
 def test_training_samples_but_scoring_is_deterministic():
-  model = create_model(model_config("vae"))
+  model = create_model(experiment_config("vae"))
+  state = model.create_state(jax.random.key(0), (32, 32, 1))
   images = jax.random.uniform(jax.random.key(1), (2, 32, 32, 1))
-  params = model.init(jax.random.key(0), images)
-  sampled_a = model.module.apply({"params": params}, images, jax.random.key(3))[0]
-  sampled_b = model.module.apply({"params": params}, images, jax.random.key(4))[0]
+  sampled_a = state.apply_fn({"params": state.params}, images, jax.random.key(3))[0]
+  sampled_b = state.apply_fn({"params": state.params}, images, jax.random.key(4))[0]
   assert not jnp.allclose(sampled_a, sampled_b)
-  recon = model.reconstruct(params, images)
+  recon = model.reconstruct(state, images)
   assert recon.shape == images.shape
-  np.testing.assert_array_equal(recon, model.reconstruct(params, images))
+  np.testing.assert_array_equal(recon, model.reconstruct(state, images))

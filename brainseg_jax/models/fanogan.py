@@ -1,0 +1,258 @@
+"""f-AnoGAN (Schlegl et al., Medical Image Analysis 2019).
+
+Two stages, one config, one step counter:
+  1. steps [0, gan_steps): a Wasserstein GAN with gradient penalty learns to
+     generate healthy slices. Every step updates the critic; every
+     `critic_steps`-th step also updates the generator (5 critic updates per
+     generator update, as in WGAN-GP).
+  2. steps [gan_steps, num_train_steps): the "izif" encoder learns to map a
+     slice to the latent code the frozen generator turns back into it; loss =
+     image MSE + kappa * MSE of the frozen critic's features.
+Both stages run inside one jitted step (a `lax.cond` on the step), so the run
+compiles once and resumes from any checkpoint in either stage.
+
+Anomaly map: |x - G(E(x))|. The per-slice anomaly score adds the critic
+feature residual (`Model.slice_score`).
+"""
+
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax.training import train_state
+
+from brainseg_jax.models.base import Model
+
+
+class ResidualBlock(nn.Module):
+  """Two 3x3 convs with a (1x1-projected) skip; optionally halves or doubles the size.
+
+  The critic uses layer norm (batch norm would couple examples and break the
+  per-example gradient penalty); the generator uses none.
+  """
+
+  features: int
+  resample: str = "none"  # "down", "up" or "none"
+  layer_norm: bool = False
+
+  def _resample(self, x):
+    if self.resample == "up":
+      b, h, w, c = x.shape
+      return jax.image.resize(x, (b, 2 * h, 2 * w, c), method="nearest")
+    if self.resample == "down":
+      return nn.avg_pool(x, (2, 2), strides=(2, 2))
+    return x
+
+  @nn.compact
+  def __call__(self, x):
+    skip = nn.Conv(self.features, (1, 1))(self._resample(x))
+    h = x
+    if self.layer_norm:
+      h = nn.LayerNorm()(h)
+    h = nn.Conv(self.features, (3, 3))(nn.leaky_relu(h, 0.2))
+    h = self._resample(h)
+    if self.layer_norm:
+      h = nn.LayerNorm()(h)
+    h = nn.Conv(self.features, (3, 3))(nn.leaky_relu(h, 0.2))
+    return skip + h
+
+
+class Generator(nn.Module):
+  """Latent z -> slice: a 4x4 map, then one upsampling residual block per level."""
+
+  channels: Sequence[int]  # highest resolution first, like the encoders
+  image_size: int
+
+  @nn.compact
+  def __call__(self, z):
+    levels = _levels(self.image_size)
+    widths = _widths(self.channels, levels)
+    x = nn.Dense(4 * 4 * widths[-1])(z).reshape(z.shape[0], 4, 4, widths[-1])
+    for features in reversed(widths):
+      x = ResidualBlock(features, "up")(x)
+    return nn.Conv(1, (3, 3))(nn.leaky_relu(x, 0.2))
+
+
+class Critic(nn.Module):
+  """Slice -> (Wasserstein score, features); layer norm, no batch norm."""
+
+  channels: Sequence[int]
+
+  @nn.compact
+  def __call__(self, x):
+    levels = _levels(x.shape[1])
+    x = nn.Conv(_widths(self.channels, levels)[0], (3, 3))(x)
+    for features in _widths(self.channels, levels):
+      x = ResidualBlock(features, "down", layer_norm=True)(x)
+    features = nn.leaky_relu(x, 0.2).reshape(x.shape[0], -1)
+    return nn.Dense(1)(features)[:, 0], features
+
+
+class Encoder(nn.Module):
+  """Slice -> latent z (the izif encoder)."""
+
+  channels: Sequence[int]
+  latent_dim: int
+
+  @nn.compact
+  def __call__(self, x):
+    levels = _levels(x.shape[1])
+    x = nn.Conv(_widths(self.channels, levels)[0], (3, 3))(x)
+    for features in _widths(self.channels, levels):
+      x = ResidualBlock(features, "down")(x)
+    return nn.Dense(self.latent_dim)(nn.leaky_relu(x, 0.2).reshape(x.shape[0], -1))
+
+
+def _levels(image_size: int) -> int:
+  """Resolution halvings from the image down to 4x4."""
+  return int(math.log2(image_size // 4))
+
+
+def _widths(channels, levels):
+  """One width per level: `channels`, extended with its last entry if there are more levels."""
+  channels = tuple(channels)
+  return channels[:levels] + (channels[-1],) * max(0, levels - len(channels))
+
+
+@flax.struct.dataclass
+class FAnoGANState:
+  step: jax.Array
+  generator: train_state.TrainState
+  critic: train_state.TrainState
+  encoder: train_state.TrainState
+
+
+def gradient_penalty(critic_score, interpolates):
+  """Mean over examples of (||grad_x critic(x)|| - 1)^2 at the interpolates.
+
+  The norm runs over all of an example's pixels and channels (Gulrajani et
+  al.); `critic_score` maps a batch to one score per example.
+  """
+  grads = jax.grad(lambda x: jnp.sum(critic_score(x)))(interpolates)
+  norms = jnp.sqrt(jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1)), axis=-1) + 1e-12)
+  return jnp.mean(jnp.square(norms - 1.0))
+
+
+class FAnoGAN:
+  """The three networks, their two training stages and the scoring, as pure functions."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config.model
+    self.seed = config.seed
+    channels = tuple(self.config.channels)
+    self.generator = Generator(channels, config.dataset.resolution)
+    self.critic = Critic(channels)
+    self.encoder = Encoder(channels, self.config.latent_dim)
+    betas = dict(b1=self.config.adam_b1, b2=self.config.adam_b2)
+    self.gan_tx = optax.adam(self.config.gan_learning_rate, **betas)
+    self.encoder_tx = optax.adam(self.config.encoder_learning_rate, **betas)
+
+  def create_state(self, rng, image_shape) -> FAnoGANState:
+    g_rng, c_rng, e_rng = jax.random.split(rng, 3)
+    images = jnp.zeros((1, *image_shape), jnp.float32)
+    z = jnp.zeros((1, self.config.latent_dim), jnp.float32)
+
+    def new(module, tx, rng, x):
+      return train_state.TrainState.create(apply_fn=module.apply,
+                                           params=module.init(rng, x)["params"], tx=tx)
+
+    return FAnoGANState(step=jnp.asarray(0, jnp.int32),
+                        generator=new(self.generator, self.gan_tx, g_rng, z),
+                        critic=new(self.critic, self.gan_tx, c_rng, images),
+                        encoder=new(self.encoder, self.encoder_tx, e_rng, images))
+
+  def generate(self, params, z):
+    return self.generator.apply({"params": params}, z)
+
+  def critique(self, params, images):
+    """(score per slice, feature vector per slice)."""
+    return self.critic.apply({"params": params}, images)
+
+  def encode(self, params, images):
+    return self.encoder.apply({"params": params}, images)
+
+  def critic_loss(self, critic_params, generator_params, images, rng):
+    """-(Wasserstein estimate) + lambda x gradient penalty, on one batch."""
+    z_rng, eps_rng = jax.random.split(rng)
+    z = jax.random.normal(z_rng, (images.shape[0], self.config.latent_dim))
+    fake = self.generate(generator_params, z)
+    eps = jax.random.uniform(eps_rng, (images.shape[0], 1, 1, 1))
+    interpolates = eps * images + (1.0 - eps) * fake
+    wasserstein = (jnp.mean(self.critique(critic_params, images)[0])
+                   - jnp.mean(self.critique(critic_params, fake)[0]))
+    penalty = gradient_penalty(lambda x: self.critique(critic_params, x)[0], interpolates)
+    loss = -wasserstein + self.config.gradient_penalty_weight * penalty
+    return loss, {"wasserstein": wasserstein, "gradient_penalty": penalty}
+
+  def generator_loss(self, generator_params, critic_params, batch, rng):
+    fake = self.generate(generator_params, jax.random.normal(rng, (batch, self.config.latent_dim)))
+    return -jnp.mean(self.critique(critic_params, fake)[0])
+
+  def encoder_loss(self, encoder_params, generator_params, critic_params, images):
+    """izif: image MSE plus kappa x MSE of the critic's features, x vs G(E(x))."""
+    recon = self.generate(generator_params, self.encode(encoder_params, images))
+    image_term = jnp.mean(jnp.square(recon - images))
+    feature_term = jnp.mean(jnp.square(self.critique(critic_params, recon)[1]
+                                       - self.critique(critic_params, images)[1]))
+    return image_term + self.config.feature_weight * feature_term
+
+  def gan_stage(self, state: FAnoGANState, images, rng):
+    """A critic update, and every critic_steps-th step a generator update."""
+    c_rng, g_rng = jax.random.split(rng)
+    (c_loss, c_metrics), c_grads = jax.value_and_grad(self.critic_loss, has_aux=True)(
+        state.critic.params, state.generator.params, images, c_rng)
+    critic_state = state.critic.apply_gradients(grads=c_grads)
+
+    def update_generator(g_state):
+      g_loss, g_grads = jax.value_and_grad(self.generator_loss)(
+          g_state.params, critic_state.params, images.shape[0], g_rng)
+      return g_state.apply_gradients(grads=g_grads), g_loss
+
+    def skip_generator(g_state):
+      return g_state, jnp.zeros((), jnp.float32)
+
+    is_generator_step = state.step % self.config.critic_steps == self.config.critic_steps - 1
+    generator_state, g_loss = jax.lax.cond(is_generator_step, update_generator, skip_generator,
+                                           state.generator)
+    metrics = {"loss": c_loss, "critic_loss": c_loss, "generator_loss": g_loss,
+               "encoder_loss": jnp.zeros(()), **c_metrics}
+    return state.replace(generator=generator_state, critic=critic_state), metrics
+
+  def encoder_stage(self, state: FAnoGANState, images, rng):
+    """An encoder update; generator and critic are frozen (not even passed to the optimiser)."""
+    del rng
+    loss, grads = jax.value_and_grad(self.encoder_loss)(
+        state.encoder.params, state.generator.params, state.critic.params, images)
+    zero = jnp.zeros((), jnp.float32)
+    metrics = {"loss": loss, "critic_loss": zero, "generator_loss": zero, "encoder_loss": loss,
+               "wasserstein": zero, "gradient_penalty": zero}
+    return state.replace(encoder=state.encoder.apply_gradients(grads=grads)), metrics
+
+  def train_step(self, state: FAnoGANState, images):
+    rng = jax.random.fold_in(jax.random.key(self.seed), state.step)
+    state, metrics = jax.lax.cond(state.step < self.config.gan_steps, self.gan_stage,
+                                  self.encoder_stage, state, images, rng)
+    return state.replace(step=state.step + 1), metrics
+
+  def reconstruct(self, state: FAnoGANState, images):
+    return self.generate(state.generator.params, self.encode(state.encoder.params, images))
+
+  def slice_score(self, state: FAnoGANState, images):
+    """Per-slice anomaly score: image MSE + kappa x critic-feature MSE of x vs G(E(x))."""
+    recon = self.reconstruct(state, images)
+    image_term = jnp.mean(jnp.square(recon - images), axis=(1, 2, 3))
+    real = self.critique(state.critic.params, images)[1]
+    fake = self.critique(state.critic.params, recon)[1]
+    return image_term + self.config.feature_weight * jnp.mean(jnp.square(fake - real), axis=-1)
+
+
+def create_model(config: ml_collections.ConfigDict) -> Model:
+  """f-AnoGAN as a `Model`: both training stages behind one train step."""
+  gan = FAnoGAN(config)
+  return Model("fanogan", gan.create_state, gan.train_step, gan.reconstruct,
+               slice_score=gan.slice_score)

@@ -1,0 +1,39 @@
+"""Training machinery shared by the single-network reconstruction models (AE, VAE, DAE).
+
+A family only supplies its linen module, its loss and how it reconstructs;
+this module turns those into the `Model` interface: a train state with Adam
+under a warm-up + cosine schedule, and a pure train step.
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax.training import train_state
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Adam with linear warm-up, cosine decay to 1 % and global-norm clipping."""
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=config.learning_rate, warmup_steps=config.warmup_steps,
+      decay_steps=config.num_train_steps, end_value=0.01 * config.learning_rate)
+  return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), optax.adam(schedule))
+
+
+def create_state(module, tx, rng, image_shape) -> train_state.TrainState:
+  params = module.init(rng, jnp.zeros((1, *image_shape), jnp.float32))["params"]
+  state = train_state.TrainState.create(apply_fn=module.apply, params=params, tx=tx)
+  # An array, not a Python int: the step is then saved and sharded like the rest.
+  return state.replace(step=jnp.asarray(0, jnp.int32))
+
+
+def make_train_step(loss_fn, seed: int):
+  """One Adam step on a global batch; `loss_fn(params, images, rng)` is a batch mean."""
+
+  def train_step(state, images):
+    rng = jax.random.fold_in(jax.random.key(seed), state.step)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (_, metrics), grads = grad_fn(state.params, images, rng)
+    return state.apply_gradients(grads=grads), metrics
+
+  return train_step
