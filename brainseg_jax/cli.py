@@ -20,7 +20,7 @@ flags.DEFINE_integer("cpu_devices", 4, "On a CPU-only host, the number of XLA de
                      "it into (data parallel); measured 2x faster on 2 cores than 1 device.")
 
 
-class _ProjectInfoOnly(python_logging.Filter):
+class ProjectInfoOnly(python_logging.Filter):
   """Keeps INFO lines from this project; other libraries (Orbax, TFDS) only warn and above."""
 
   _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,7 +46,7 @@ def run(command, default_workdir=None):
     if workdir is None:
       raise app.UsageError("--workdir is required")
     parallel.split_host_into_devices(FLAGS.cpu_devices)
-    logging.get_absl_handler().addFilter(_ProjectInfoOnly())
+    logging.get_absl_handler().addFilter(ProjectInfoOnly())
     try:
       command(FLAGS.config, workdir)
     except UserError as e:

@@ -74,7 +74,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                    in zip(validation, validation_scores, strict=True)])
   threshold = metrics.threshold_at_fpr(healthy_scores, config.eval.healthy_fpr)
 
-  test = input_pipeline.load_volumes(builder, "test")
+  test = input_pipeline.load_volumes(_test_builder(config, builder), "test")
   test_scores = score_volumes(scorer, state, test)
   per_volume, brain_scores, brain_truth, types = {}, [], [], []
   for volume, (_, anomaly) in zip(test, test_scores, strict=True):
@@ -96,6 +96,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   result = {
       "dataset": f"{config.dataset.name}/{config.dataset.modality}_{config.dataset.resolution}",
+      "test_dataset": config.eval.test_dataset or config.dataset.name,
       "model": config.model.name,
       "checkpoint_step": step,
       "protocol": {
@@ -117,6 +118,17 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                  config.eval.num_figure_volumes)
     _log_summary(result)
   return result
+
+
+def _test_builder(config, train_builder):
+  """The training dataset's builder, or the one named by eval.test_dataset."""
+  if not config.eval.test_dataset:
+    return train_builder
+  dataset = ml_collections.ConfigDict(config.dataset.to_dict())
+  dataset.name = config.eval.test_dataset
+  if "manual_dir" in dataset:
+    dataset.manual_dir = config.eval.test_manual_dir
+  return input_pipeline.get_builder(dataset)
 
 
 def _pooled(scores, truth, threshold, per_volume):

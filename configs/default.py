@@ -44,6 +44,10 @@ def get_config() -> ml_collections.ConfigDict:
   # validation brains, i.e. the fraction of healthy voxels flagged.
   config.eval.healthy_fpr = 0.01
   config.eval.residual = "abs"  # |x - x_hat|; "positive": max(x - x_hat, 0)
+  # Take the test volumes from another dataset (same modality and resolution),
+  # e.g. train on healthy IXI, test on BraTS; empty: the training dataset's test split.
+  config.eval.test_dataset = ""
+  config.eval.test_manual_dir = ""
   config.eval.num_figure_volumes = 4
   return config
 
