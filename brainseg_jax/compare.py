@@ -84,7 +84,7 @@ def run_one(spec: str, workdir: str) -> dict:
 
 
 def markdown_table(results: list[dict], title: str) -> str:
-  fpr = results[0]["protocol"]["healthy_fpr"]
+  fpr = results[0]["protocol"]["healthy_fprs"][0]
   lines = [f"### {title}", "",
            f"Threshold from healthy validation data (FPR {fpr:.0%} of healthy brain voxels); "
            "best Dice is the best single threshold chosen on the test labels, an upper bound.", "",

@@ -41,3 +41,18 @@ def save_volume_grid(path: str, rows: list[dict], threshold: float):
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
+
+
+def save_curves(path: str, curves: dict, auroc: float, auprc: float):
+  """Pooled ROC and precision-recall curves side by side."""
+  fig, (roc, pr) = plt.subplots(1, 2, figsize=(9, 4))
+  roc.plot(curves["fpr"], curves["tpr"])
+  roc.plot([0, 1], [0, 1], color="gray", linestyle=":")
+  roc.set(xlabel="false-positive rate", ylabel="true-positive rate",
+          title=f"ROC (AUROC {auroc:.3f})", xlim=(0, 1), ylim=(0, 1.01))
+  pr.plot(curves["tpr"], curves["precision"])
+  pr.set(xlabel="recall", ylabel="precision", title=f"precision-recall (AUPRC {auprc:.3f})",
+         xlim=(0, 1), ylim=(0, 1.01))
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)

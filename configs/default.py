@@ -40,10 +40,19 @@ def get_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 3
 
   config.eval = ml_collections.ConfigDict()
-  # Threshold: the (1 - healthy_fpr) quantile of anomaly scores in healthy
-  # validation brains, i.e. the fraction of healthy voxels flagged.
-  config.eval.healthy_fpr = 0.01
+  # Thresholds: each flags this fraction of the voxels of the healthy validation
+  # brains (the (1 - fpr) quantile of their scores). The first is the headline.
+  config.eval.healthy_fprs = (0.01, 0.05, 0.1)
   config.eval.residual = "abs"  # |x - x_hat|; "positive": max(x - x_hat, 0)
+  # Post-processing, each step off by default (see brainseg_jax/postprocess.py).
+  config.eval.postprocess = ml_collections.ConfigDict()
+  config.eval.postprocess.median_filter_size = 0  # > 1: median filter of this size
+  config.eval.postprocess.median_filter_dims = 2  # 2: in-slice, 3: across slices too
+  config.eval.postprocess.brain_erosion = 0  # erode the brain mask this many voxels
+  config.eval.postprocess.low_intensity_percentile = 0.0  # zero the map where the image is darker
+  config.eval.postprocess.min_component_size = 0  # drop predicted 3D components smaller than this
+  # Anomaly map, prediction and reconstruction of each test volume as NIfTI.
+  config.eval.write_nifti = True
   # Take the test volumes from another dataset (same modality and resolution),
   # e.g. train on healthy IXI, test on BraTS; empty: the training dataset's test split.
   config.eval.test_dataset = ""

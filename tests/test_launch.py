@@ -45,10 +45,36 @@ def test_launch_trains_then_evaluates(vae_smoke_run):
   assert len(metrics["per_volume"]) == 10
   assert metrics["protocol"]["threshold_source"].startswith("validation")
   assert (workdir / "anomaly_maps.png").stat().st_size > 10_000
+  assert (workdir / "roc_pr.png").stat().st_size > 10_000
+  assert len(list((workdir / "figures").glob("*.png"))) == 10
+  assert len((workdir / "per_volume.csv").read_text().splitlines()) == 11
+  assert "| all (10) | 0.05 |" in (workdir / "summary.md").read_text()
+  for fpr in ("fpr_0.01", "fpr_0.05", "fpr_0.1"):
+    assert 0 <= pooled[fpr]["dice"] <= 1 and 0 <= pooled[fpr]["lesion_sensitivity"] <= 1
+  # looser thresholds flag more: sensitivity grows with the false-positive rate
+  assert pooled["fpr_0.01"]["sensitivity"] <= pooled["fpr_0.05"]["sensitivity"] <= \
+      pooled["fpr_0.1"]["sensitivity"]
+  assert 0 <= pooled["slice_auroc"] <= 1
   assert list((workdir / "tensorboard").iterdir())
   log = [json.loads(line) for line in (workdir / "train_log.jsonl").read_text().splitlines()]
   assert log[-1]["step"] == 60 and "steps_per_sec" in log[-1]
   print(f"vae smoke: {seconds:.0f} s, pooled Dice {pooled['dice']:.3f}")
+
+
+def test_nifti_maps_are_written_on_the_volume_grid(vae_smoke_run):
+  import nibabel as nib
+  import numpy as np
+
+  from data_prep import synthetic
+  workdir, _, _ = vae_smoke_run
+  shape, spacing = synthetic.grid_geometry(64)
+  for name in ("anomaly_map", "prediction", "reconstruction"):
+    image = nib.load(workdir / "nifti" / f"test_001_glioma_{name}.nii.gz")
+    assert image.shape == shape
+    np.testing.assert_allclose(nib.affines.voxel_sizes(image.affine), spacing)
+  prediction = np.asarray(nib.load(workdir / "nifti" / "test_001_glioma_prediction.nii.gz")
+                          .dataobj)
+  assert set(np.unique(prediction)) <= {0, 1}
 
 
 def test_eval_command_reproduces_the_metrics(vae_smoke_run, data_dir):

@@ -77,9 +77,48 @@ def test_threshold_at_fpr_flags_that_fraction_of_healthy_voxels():
     metrics.threshold_at_fpr(healthy, 0.0)
 
 
-def test_all_metrics_uses_strict_threshold():
-  scores = np.array([0.5, 0.4, 0.3])
-  labels = np.array([1, 1, 0], bool)
-  m = metrics.all_metrics(scores, labels, threshold=0.4)
-  assert m["dice"] == pytest.approx(2 / 3)  # only 0.5 > 0.4 is flagged
-  assert m["auroc"] == 1.0 and m["best_dice_upper_bound"] == 1.0
+def test_ranking_metrics_agree_with_the_single_functions():
+  rng = np.random.default_rng(1)
+  scores, labels = rng.random(500), rng.random(500) < 0.2
+  m = metrics.ranking_metrics(scores, labels)
+  assert m["auroc"] == metrics.auroc(scores, labels)
+  assert m["auprc"] == metrics.auprc(scores, labels)
+  assert m["best_dice_upper_bound"] == metrics.best_dice(scores, labels)[0]
+
+
+def test_counts_add_up_over_volumes():
+  a = metrics.confusion_counts(np.array([1, 0, 1], bool), np.array([1, 1, 0], bool))
+  b = metrics.confusion_counts(np.array([0, 0], bool), np.array([0, 1], bool))
+  np.testing.assert_array_equal(a, [1, 1, 1, 0])
+  pooled = metrics.metrics_from_counts(a + b)
+  assert pooled["dice"] == pytest.approx(2 / 5)
+  assert pooled["accuracy"] == pytest.approx(2 / 5)
+
+
+def test_histogram_curves_match_exact_computation_within_stated_error():
+  rng = np.random.default_rng(2)
+  curves = metrics.HistogramCurves(upper=4.0)
+  all_scores, all_labels = [], []
+  for _ in range(5):  # added volume by volume
+    labels = rng.random(20_000) < 0.03
+    scores = np.abs(rng.normal(0.3, 0.1, labels.size)) + labels * rng.gamma(2.0, 0.15, labels.size)
+    curves.add(scores, labels)
+    all_scores.append(scores)
+    all_labels.append(labels)
+  scores, labels = np.concatenate(all_scores), np.concatenate(all_labels)
+  assert abs(curves.auroc() - metrics.auroc(scores, labels)) < 1e-3
+  assert abs(curves.auprc() - metrics.auprc(scores, labels)) < 1e-3
+  assert abs(curves.best_dice()[0] - metrics.best_dice(scores, labels)[0]) < 1e-3
+  assert curves.positives.nbytes + curves.negatives.nbytes == 2 * 8 * 2 ** 16  # bounded
+
+
+def test_lesion_detection_counts_components():
+  truth = np.zeros((3, 10, 10), bool)
+  truth[1, 1:3, 1:3] = True  # lesion A
+  truth[1, 6:9, 6:9] = True  # lesion B
+  pred = np.zeros_like(truth)
+  pred[1, 2, 2] = True  # touches A
+  pred[0, 5, 0] = True  # a false-positive component
+  counts = metrics.lesion_detection(pred, truth)
+  assert counts == {"lesions": 2, "lesions_detected": 1, "predicted_components": 2,
+                    "false_positive_components": 1}

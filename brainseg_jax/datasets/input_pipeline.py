@@ -120,5 +120,13 @@ def load_volumes(builder, split: str) -> list[Volume]:
   return volumes
 
 
+def to_original_grid(builder, subject_id: str, volume: np.ndarray):
+  """A (slices, H, W) array of a subject as a NIfTI image on that subject's original grid."""
+  if not hasattr(builder, "to_original_grid"):
+    raise UserError(f"dataset {builder.name} cannot map volumes back to their original grid; "
+                    "set eval.write_nifti=False")
+  return builder.to_original_grid(subject_id, volume)
+
+
 def _text(value) -> str:
   return value.decode() if isinstance(value, bytes) else str(value)

@@ -17,6 +17,7 @@ import dataclasses
 import multiprocessing
 import os
 
+import nibabel as nib
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -77,6 +78,17 @@ class SyntheticBrain(tfds.core.GeneratorBasedBuilder):
         features=schema.slice_features(self.builder_config.resolution),
         homepage="https://github.com/brainseg-jax/brainseg_jax",
     )
+
+  def to_original_grid(self, subject_id: str, volume: np.ndarray) -> nib.Nifti1Image:
+    """(slices, x, y) -> NIfTI in RAS on the working grid, where every subject was made."""
+    del subject_id  # all subjects share the grid
+    shape, spacing = synthetic.grid_geometry(self.builder_config.resolution)
+    xyz = np.transpose(np.asarray(volume), (1, 2, 0))
+    if xyz.shape != tuple(shape):
+      raise ValueError(f"volume of shape {xyz.shape} is not on the {shape} synthetic grid")
+    affine = np.diag([*spacing, 1.0])
+    affine[:3, 3] = -(np.asarray(shape) - 1) / 2 * np.asarray(spacing)  # centred on the origin
+    return nib.Nifti1Image(xyz, affine)
 
   def _split_generators(self, dl_manager):
     del dl_manager  # nothing to download
