@@ -7,6 +7,7 @@ Starting again with the same workdir resumes training from its latest
 checkpoint; a finished run goes straight to evaluation.
 """
 
+import jax
 from absl import logging
 
 from brainseg_jax import cli, train
@@ -20,7 +21,8 @@ def default_workdir(config) -> str:
 def train_then_evaluate(config, workdir):
   train.train(config, workdir)
   result = evaluation.evaluate(config, workdir)
-  logging.info("wrote %s/metrics.json and %s/anomaly_maps.png", workdir, workdir)
+  if jax.process_index() == 0:
+    logging.info("wrote metrics, figures and NIfTI maps to %s", workdir)
   return result
 
 

@@ -26,6 +26,17 @@ def split_host_into_devices(num_devices: int):
     jax.config.update("jax_num_cpu_devices", num_devices)
 
 
+def initialize_distributed(coordinator_address=None, num_processes=None, process_id=None):
+  """Joins a multi-process run; afterwards jax.devices() spans every process.
+
+  Unset arguments are left to JAX's cluster detection (SLURM, TPU, ...). On
+  CPU the cross-process collectives need gloo.
+  """
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes, process_id=process_id)
+
+
 def data_mesh(devices=None) -> Mesh:
   devices = jax.devices() if devices is None else devices
   return Mesh(np.asarray(devices), (DATA_AXIS,))

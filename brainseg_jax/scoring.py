@@ -34,6 +34,7 @@ class VolumeScorer:
       raise ValueError(f"unknown residual {residual!r}: expected one of {RESIDUALS}")
     self.mesh = parallel.data_mesh(jax.local_devices()) if mesh is None else mesh
     slices = parallel.batch_sharded(self.mesh)
+    self._slices = slices
 
     def score(state, images, brain_mask):
       recon = model.reconstruct(state, images)
@@ -52,6 +53,8 @@ class VolumeScorer:
     if pad:
       widths = [(0, pad)] + [(0, 0)] * (images.ndim - 1)
       images, brain_mask = np.pad(images, widths), np.pad(brain_mask, widths)
+    # Explicit placement: this process's devices only, also in a multi-process run.
+    images, brain_mask = jax.device_put((images, brain_mask), self._slices)
     recon, anomaly = self._score(state, images, brain_mask)
     return np.asarray(recon)[:num_slices], np.asarray(anomaly)[:num_slices]
 
