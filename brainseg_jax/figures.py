@@ -56,3 +56,39 @@ def save_curves(path: str, curves: dict, auroc: float, auprc: float):
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
+
+
+def save_overlay(path: str, scan, anomaly_map, prediction, threshold: float):
+  """The scan's axial slice with the most flagged voxels: scan, anomaly map, prediction outline.
+
+  All three images share the scan's grid; they are reoriented to RAS only for display.
+  """
+  import nibabel as nib
+
+  scan, anomaly_map, prediction = (nib.as_closest_canonical(i) for i in
+                                   (scan, anomaly_map, prediction))
+  image = np.asarray(scan.dataobj, np.float32)
+  if image.ndim == 4:
+    image = image[..., 0]
+  anomaly = np.asarray(anomaly_map.dataobj, np.float32)
+  flagged = np.asarray(prediction.dataobj) > 0
+  k = int(np.argmax(flagged.sum(axis=(0, 1)))) if flagged.any() else int(
+      np.argmax(anomaly.sum(axis=(0, 1))))
+  vmax = np.percentile(image[image > 0], 99.5) if (image > 0).any() else 1.0
+  fig, axes = plt.subplots(1, 3, figsize=(11, 4))
+  axes[0].imshow(_display(image[:, :, k]), cmap="gray", vmin=0, vmax=vmax)
+  axes[0].set_title(f"scan, axial slice {k}")
+  axes[1].imshow(_display(image[:, :, k]), cmap="gray", vmin=0, vmax=vmax)
+  heat = np.ma.masked_less_equal(anomaly[:, :, k], 0.5 * threshold)
+  axes[1].imshow(_display(heat), cmap="inferno", alpha=0.7, vmin=0, vmax=2 * threshold)
+  axes[1].set_title("anomaly map")
+  axes[2].imshow(_display(image[:, :, k]), cmap="gray", vmin=0, vmax=vmax)
+  if flagged[:, :, k].any():
+    axes[2].contour(_display(flagged[:, :, k].astype(float)), levels=[0.5], colors="red")
+  axes[2].set_title(f"prediction (> {threshold:.3g})")
+  for ax in axes:
+    ax.set_xticks([])
+    ax.set_yticks([])
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)

@@ -58,7 +58,7 @@ class EvalOutputs:
       for name, array in (("anomaly_map", anomaly), ("prediction", prediction.astype(np.uint8)),
                           ("reconstruction", recon)):
         path = os.path.join(self.workdir, "nifti", f"{volume.subject_id}_{name}.nii.gz")
-        _save_nifti(input_pipeline.to_original_grid(self.builder, volume.subject_id, array), path)
+        save_nifti(input_pipeline.to_original_grid(self.builder, volume.subject_id, array), path)
 
   def finish(self, result: dict, curves: dict):
     workdir_lib.write_json_atomically(os.path.join(self.workdir, "metrics.json"), result)
@@ -135,7 +135,8 @@ def _write_atomically(path: str, text: str):
   os.replace(tmp, path)
 
 
-def _save_nifti(image: nib.Nifti1Image, path: str):
+def save_nifti(image: nib.Nifti1Image, path: str):
+  """Writes to a temporary name, then renames: never a half-written file."""
   tmp = path.replace(".nii.gz", ".tmp.nii.gz")
   nib.save(image, tmp)
   os.replace(tmp, path)

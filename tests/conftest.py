@@ -5,6 +5,9 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 
 import pathlib  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -25,3 +28,24 @@ def sample_data_dir() -> pathlib.Path:
   if not path.is_dir():
     pytest.skip(f"real sample data not found at {path} (set BRAINSEG_SAMPLE_DATA)")
   return path
+
+
+def run(args, data_dir, timeout=600, check=True):
+  """Runs `python <args>` from the project root, with the session's dataset dir."""
+  command = [sys.executable, *args]
+  if data_dir is not None:
+    command.append(f"--config.dataset.data_dir={data_dir}")
+  result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+  if check:
+    assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+@pytest.fixture(scope="session")
+def vae_smoke_run(tmp_path_factory, data_dir):
+  """`launch.py --config=configs/vae.py:smoke` once per session: (workdir, result, seconds)."""
+  workdir = tmp_path_factory.mktemp("vae_smoke")
+  start = time.time()
+  result = run(["launch.py", "--config=configs/vae.py:smoke", f"--workdir={workdir}"], data_dir)
+  return workdir, result, time.time() - start

@@ -9,25 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
-
-
-def run(args, data_dir, timeout=300, check=True):
-  result = subprocess.run(
-      [sys.executable, *args, f"--config.dataset.data_dir={data_dir}"],
-      cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout,
-      env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
-  if check:
-    assert result.returncode == 0, result.stderr[-3000:]
-  return result
-
-
-@pytest.fixture(scope="module")
-def vae_smoke_run(tmp_path_factory, data_dir):
-  workdir = tmp_path_factory.mktemp("vae_smoke")
-  start = time.time()
-  result = run(["launch.py", "--config=configs/vae.py:smoke", f"--workdir={workdir}"], data_dir)
-  return workdir, result, time.time() - start
+from tests.conftest import PROJECT_ROOT, run
 
 
 def test_launch_trains_then_evaluates(vae_smoke_run):
