@@ -46,9 +46,9 @@ def create_train_state(model: Model, config: ml_collections.ConfigDict):
 
 
 def jit_train_step(model: Model, mesh):
-  """The model's train step, compiled once: state replicated, batch split over `mesh`."""
+  """The model's train step, compiled once per stage: state replicated, batch split over `mesh`."""
   replicated = parallel.replicated(mesh)
-  return jax.jit(model.train_step,
+  return jax.jit(model.train_step, static_argnums=2,
                  in_shardings=(replicated, parallel.batch_sharded(mesh)),
                  out_shardings=(replicated, replicated),
                  donate_argnums=0)
@@ -89,7 +89,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, mesh=None):
 
   for step in range(start_step + 1, config.num_train_steps + 1):
     images = parallel.global_batch(next(batches), data_sharding)
-    state, metrics = train_step(state, images)
+    state, metrics = train_step(state, images, model.stage_of(step - 1))
     pending_metrics.append(metrics)  # stays on device: no sync in the inner loop
 
     if step % config.log_every_steps == 0 or step == config.num_train_steps:

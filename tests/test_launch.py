@@ -75,7 +75,7 @@ def test_ae_smoke_config_trains_and_evaluates(tmp_path, data_dir):
 
 def test_killed_launch_resumes_from_its_last_checkpoint(tmp_path, data_dir):
   args = [sys.executable, "launch.py", "--config=configs/ae.py:smoke", f"--workdir={tmp_path}",
-          "--config.num_train_steps=400", "--config.checkpoint_every_steps=20",
+          "--config.num_train_steps=120", "--config.checkpoint_every_steps=20",
           f"--config.dataset.data_dir={data_dir}"]
   process = subprocess.Popen(args, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL,
@@ -88,11 +88,11 @@ def test_killed_launch_resumes_from_its_last_checkpoint(tmp_path, data_dir):
   process.wait()
   assert checkpoint.is_dir(), "no checkpoint appeared before the kill"
   result = run(["launch.py", "--config=configs/ae.py:smoke", f"--workdir={tmp_path}",
-                "--config.num_train_steps=400", "--config.checkpoint_every_steps=20"], data_dir)
+                "--config.num_train_steps=120", "--config.checkpoint_every_steps=20"], data_dir)
   assert "resumed from step" in result.stderr
   resumed_from = int(result.stderr.split("resumed from step ")[1].split()[0])
-  assert 20 <= resumed_from < 400
-  assert json.loads((tmp_path / "metrics.json").read_text())["checkpoint_step"] == 400
+  assert 20 <= resumed_from < 120
+  assert json.loads((tmp_path / "metrics.json").read_text())["checkpoint_step"] == 120
 
 
 @pytest.mark.parametrize("args, message", [

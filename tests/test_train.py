@@ -42,10 +42,11 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(name):
   images = fixed_batch()
   losses = []
   for _ in range(30):
-    state, metrics = step(state, images)
+    state, metrics = step(state, images, 0)
     losses.append(float(metrics["loss"]))
   assert losses[-1] < 0.5 * losses[0], losses
   assert step._cache_size() == 1  # compiled once, not per step
+  assert model.stage_of(0) == model.stage_of(99) == 0
 
 
 def test_step_on_four_devices_equals_step_on_one():
@@ -59,7 +60,7 @@ def test_step_on_four_devices_equals_step_on_one():
     state = jax.device_put(train.create_train_state(model, config), parallel.replicated(mesh))
     step = train.jit_train_step(model, mesh)
     for _ in range(3):
-      state, _ = step(state, jax.device_put(images, parallel.batch_sharded(mesh)))
+      state, _ = step(state, jax.device_put(images, parallel.batch_sharded(mesh)), 0)
     assert len(state.params["Bottleneck_0"]["Dense_0"]["kernel"].sharding.device_set) == n
     params[n] = jax.device_get(state.params)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6),

@@ -2,8 +2,10 @@
 
 The train loop, the scorer and the evaluation never ask which model they run:
   create_state(rng, image_shape) -> train state (a pytree with a `step`);
-  train_step(state, images) -> (state, dict of scalar metrics); pure and
-    jittable, its randomness a function of the seed and `state.step`;
+  train_step(state, images, stage=0) -> (state, dict of scalar metrics); pure
+    and jittable, its randomness a function of the seed and `state.step`;
+    `stage` is static: families trained in stages (f-AnoGAN) name the stage of
+    each step with `stage_of(step)`, and each stage compiles once;
   reconstruct(state, images) -> deterministic reconstruction; the anomaly map
     is the residual against it;
   trainable: False for baselines with nothing to train;
@@ -24,3 +26,4 @@ class Model:
   reconstruct: Callable[..., Any]
   trainable: bool = True
   slice_score: Callable[..., Any] | None = None
+  stage_of: Callable[[int], int] = lambda step: 0

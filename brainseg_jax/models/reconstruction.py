@@ -30,7 +30,8 @@ def create_state(module, tx, rng, image_shape) -> train_state.TrainState:
 def make_train_step(loss_fn, seed: int):
   """One Adam step on a global batch; `loss_fn(params, images, rng)` is a batch mean."""
 
-  def train_step(state, images):
+  def train_step(state, images, stage=0):
+    del stage  # one stage
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (_, metrics), grads = grad_fn(state.params, images, rng)
