@@ -20,6 +20,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.resolution = 128
   # Empty: $BRAINSEG_DATA_DIR, else TFDS's default (~/tensorflow_datasets).
   config.dataset.data_dir = ""
+  # Folder of raw scans for datasets you download yourself (ixi, brats, mslub, ...).
+  config.dataset.manual_dir = ""
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "ae"

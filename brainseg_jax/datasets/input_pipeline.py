@@ -15,11 +15,19 @@ import jax
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
+from scipy import ndimage
 
-from brainseg_jax.datasets import synthetic_brain
+from brainseg_jax.datasets import brats, elderly_flair, ixi, mslub, nifti_folder, synthetic_brain
 from brainseg_jax.errors import UserError
 
-_BUILDERS = {"synthetic_brain": synthetic_brain.SyntheticBrain}
+_BUILDERS = {
+    "synthetic_brain": synthetic_brain.SyntheticBrain,
+    "ixi": ixi.Ixi,
+    "brats_glioma": brats.BratsGlioma,
+    "mslub": mslub.Mslub,
+    "elderly_flair": elderly_flair.ElderlyFlair,
+    "nifti_folder": nifti_folder.NiftiFolder,
+}
 
 
 def data_dir(dataset_config: ml_collections.ConfigDict) -> str:
@@ -42,12 +50,29 @@ def get_builder(dataset_config: ml_collections.ConfigDict) -> tfds.core.DatasetB
   builder = builder_cls(config=config_name, data_dir=data_dir(dataset_config),
                         file_format="array_record")
   if not builder.is_prepared():
+    download_config = _download_config(builder, dataset_config)
     # Only one process writes; TFDS writes into a temporary folder and renames
     # it into place, so an interrupted build leaves no half-written dataset.
     if jax.process_index() == 0:
-      builder.download_and_prepare()
+      builder.download_and_prepare(download_config=download_config)
     _wait_for_other_processes("dataset_prepared")
+    if jax.process_index() != 0:  # re-read what process 0 wrote
+      builder = builder_cls(config=config_name, data_dir=data_dir(dataset_config),
+                            file_format="array_record")
   return builder
+
+
+def _download_config(builder, dataset_config) -> tfds.download.DownloadConfig | None:
+  """The manual download folder of datasets that need one, checked before a long build."""
+  instructions = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
+  manual_dir = os.path.expanduser(dataset_config.get("manual_dir", "") or "")
+  if not instructions:
+    return tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
+  if not manual_dir or not os.path.isdir(manual_dir):
+    where = f"{manual_dir} not found" if manual_dir else "config.dataset.manual_dir is not set"
+    raise UserError(f"dataset {dataset_config.name} needs its files in a manual_dir: {where}. "
+                    f"{' '.join(instructions.split())}")
+  return tfds.download.DownloadConfig(manual_dir=manual_dir)
 
 
 def _wait_for_other_processes(name: str):
@@ -56,8 +81,24 @@ def _wait_for_other_processes(name: str):
     multihost_utils.sync_global_devices(name)
 
 
-def _image_only(example):
-  return example["image"]
+def healthy_training_image(example) -> np.ndarray:
+  """The slice's image with any annotated anomaly painted over by the tissue around it.
+
+  Models must learn healthy anatomy only. Healthy datasets have empty anomaly
+  masks and pass unchanged. Where every subject carries lesions (the elderly
+  FLAIR scans) the train split keeps their masks, and each lesion voxel here
+  takes the median of the normal-appearing brain voxels in a 2-voxel ring
+  around the lesions: no model (f-AnoGAN's critic included) sees a lesion.
+  """
+  image = example["image"]
+  lesion = example["anomaly_mask"][..., 0].astype(bool)
+  if not lesion.any():
+    return image
+  healthy_brain = example["brain_mask"][..., 0].astype(bool) & ~lesion
+  ring = ndimage.binary_dilation(lesion, iterations=2) & healthy_brain
+  around = ring if ring.any() else healthy_brain
+  fill = np.median(image[..., 0][around]) if around.any() else 0.0
+  return np.where(lesion[..., None], np.float32(fill), image)
 
 
 def _process_share(global_batch: np.ndarray) -> np.ndarray:
@@ -78,7 +119,7 @@ def train_batches(builder, batch_size: int, seed: int, start_step: int = 0,
              .seed(seed)
              .shuffle()
              .repeat(None)
-             .map(_image_only)
+             .map(healthy_training_image)
              .batch(batch_size, drop_remainder=True)
              .map(_process_share))
   dataset = dataset.slice(slice(start_step, None))

@@ -9,7 +9,8 @@ together from `subject_id` and `slice_index`.
 import numpy as np
 import tensorflow_datasets as tfds
 
-ANOMALY_TYPES = ("none", "ms", "glioma")
+# "wmh": white-matter hyperintensities of ageing (the elderly FLAIR sample).
+ANOMALY_TYPES = ("none", "ms", "glioma", "wmh")
 
 
 def slice_features(resolution: int) -> tfds.features.FeaturesDict:
@@ -27,4 +28,8 @@ def slice_features(resolution: int) -> tfds.features.FeaturesDict:
       "num_slices": np.int32,
       # Kind of anomaly the subject carries ("none" for healthy subjects).
       "anomaly_type": tfds.features.Text(),
+      # Provenance: the scan the slice came from ("synthetic:<seed>" for generated
+      # subjects) and its modality, so a result can be traced back to a file.
+      "source_file": tfds.features.Text(),
+      "modality": tfds.features.Text(),
   })

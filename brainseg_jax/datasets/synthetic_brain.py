@@ -66,8 +66,9 @@ def _make_subject(args):
 class SyntheticBrain(tfds.core.GeneratorBasedBuilder):
   """Synthetic brain MRI slices with exact anomaly masks."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "First release.",
+                   "1.1.0": "Provenance features source_file and modality."}
   BUILDER_CONFIGS = _configs()
   DEFAULT_CONFIG_NAME = "flair_64"
 
@@ -104,15 +105,15 @@ class SyntheticBrain(tfds.core.GeneratorBasedBuilder):
     with concurrent.futures.ProcessPoolExecutor(max_workers=_num_workers(),
                                                 mp_context=context) as pool:
       subjects = pool.map(_make_subject, jobs)
-      for (subject_id, _, anomaly), subject in zip(plan, subjects, strict=True):
-        yield from _slices(subject_id, anomaly, subject)
+      for (subject_id, seed, anomaly), subject in zip(plan, subjects, strict=True):
+        yield from _slices(subject_id, anomaly, subject, f"synthetic:{seed}", cfg.modality)
 
 
 def _num_workers() -> int:
   return max(1, min(len(os.sched_getaffinity(0)), 8))
 
 
-def _slices(subject_id, anomaly, subject):
+def _slices(subject_id, anomaly, subject, source_file, modality):
   num_slices = subject.image.shape[-1]
   for k in range(num_slices):
     yield f"{subject_id}/{k:03d}", {
@@ -123,4 +124,6 @@ def _slices(subject_id, anomaly, subject):
         "slice_index": k,
         "num_slices": num_slices,
         "anomaly_type": anomaly,
+        "source_file": source_file,
+        "modality": modality,
     }

@@ -1,0 +1,112 @@
+"""The shared machinery of every real-scan builder: cases in, schema slices out.
+
+A subclass only says where a layout keeps its files (`find_cases`) and what its
+manual download looks like (`MANUAL_DOWNLOAD_INSTRUCTIONS`). This base class
+preprocesses every case with `data_prep` on all cores (cached per volume under
+`<data_dir>/prep_cache/`, so an interrupted build resumes), skips and counts
+unusable files, and writes each split's slices in the one slice schema.
+BuilderConfig names are `f"{modality}_{resolution}"`, as `get_builder` expects.
+"""
+
+import dataclasses
+import logging
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from brainseg_jax.datasets import schema
+from brainseg_jax.errors import UserError
+from data_prep import cache, runner
+from data_prep.cases import Case
+from data_prep.config import PrepConfig
+
+log = logging.getLogger(__name__)
+
+RESOLUTIONS = (32, 64, 128)
+
+
+@dataclasses.dataclass
+class NiftiSlicesConfig(tfds.core.BuilderConfig):
+  modality: str = "t1"
+  resolution: int = 128
+
+
+def make_configs(modalities) -> list[NiftiSlicesConfig]:
+  return [NiftiSlicesConfig(name=f"{m}_{r}", modality=m, resolution=r,
+                            description=f"{m.upper()} axial slices, {r}x{r}")
+          for m in modalities for r in RESOLUTIONS]
+
+
+class NiftiSlicesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Base class; not a dataset itself."""
+
+  MODALITIES: tuple[str, ...] = ()
+  # Fields of PrepConfig this layout needs changed (e.g. no N4 for z-scored scans).
+  PREP_OVERRIDES: dict = {}
+
+  def find_cases(self, manual_dir: str, modality: str) -> list[Case]:
+    raise NotImplementedError
+
+  def prep_config(self) -> PrepConfig:
+    cfg = self.builder_config
+    return dataclasses.replace(PrepConfig(modality=cfg.modality, resolution=cfg.resolution),
+                               **self.PREP_OVERRIDES)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=self.__doc__,
+        features=schema.slice_features(self.builder_config.resolution),
+        homepage="https://github.com/brainseg-jax/brainseg_jax",
+    )
+
+  def prep_work_dir(self) -> str:
+    """Per-volume cache of this variant; the PrepConfig hash keeps old settings apart."""
+    root = getattr(self, "_data_dir_root", None) or os.path.dirname(self.data_dir)
+    return os.path.join(root, "prep_cache", self.name,
+                        f"{self.builder_config.name}-{self.prep_config().digest()}")
+
+  def _split_generators(self, dl_manager):
+    manual_dir = os.fspath(dl_manager.manual_dir)
+    if not os.path.isdir(manual_dir):
+      raise UserError(f"dataset {self.name}: manual_dir {manual_dir} not found. "
+                      f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS.strip()}")
+    cases = self.find_cases(manual_dir, self.builder_config.modality)
+    if not cases:
+      raise UserError(f"dataset {self.name}: no {self.builder_config.modality} scans found "
+                      f"in {manual_dir}. {self.MANUAL_DOWNLOAD_INSTRUCTIONS.strip()}")
+    ids = [c.subject_id for c in cases]
+    if len(set(ids)) != len(ids):
+      raise UserError(f"dataset {self.name}: duplicate subject ids in {manual_dir}")
+    self.prep_summary = runner.run(cases, self.prep_config(), self.prep_work_dir())
+    done = [c for c in cases if c.subject_id in self.prep_summary.done]
+    if not done:
+      raise UserError(f"dataset {self.name}: every scan in {manual_dir} was skipped; first: "
+                      f"{next(iter(self.prep_summary.skipped.values()))}")
+    splits = {}
+    for case in done:
+      splits.setdefault(case.split, []).append(case)
+    return {split: self._generate_examples(split_cases) for split, split_cases in splits.items()}
+
+  def _generate_examples(self, cases):
+    modality = self.builder_config.modality
+    for case in sorted(cases, key=lambda c: c.subject_id):
+      result = cache.load(self.prep_summary.done[case.subject_id])
+      brain = result.brain_mask.astype(bool)
+      anomaly = result.anomaly_mask.astype(bool)
+      if case.exclude_anomaly_from_brain:
+        brain = brain & ~anomaly
+      num_slices = result.image.shape[-1]
+      for k in range(num_slices):
+        yield f"{case.subject_id}/{k:03d}", {
+            "image": result.image[:, :, k, None].astype(np.float32),
+            "brain_mask": brain[:, :, k, None].astype(np.uint8),
+            "anomaly_mask": anomaly[:, :, k, None].astype(np.uint8),
+            "subject_id": case.subject_id,
+            "slice_index": k,
+            "num_slices": num_slices,
+            "anomaly_type": case.anomaly_type,
+            "source_file": case.image,
+            "modality": modality,
+        }

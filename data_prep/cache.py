@@ -1,0 +1,39 @@
+"""Per-volume cache of preprocessed results (.npz), written atomically.
+
+Rebuilding a dataset (another interruption, a new split, a schema change)
+should not redo registration: `runner` skips every volume whose cache file
+exists. Files are written to a temporary name and renamed, so an interrupted
+worker never leaves a truncated file that a rerun would trust.
+"""
+
+import os
+import tempfile
+
+import numpy as np
+
+from data_prep.pipeline import Preprocessed, VolumeRecord
+
+
+def path_for(work_dir: str, subject_id: str) -> str:
+  return os.path.join(work_dir, subject_id.replace(os.sep, "_") + ".npz")
+
+
+def save(path: str, result: Preprocessed) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp.npz")
+  os.close(fd)
+  try:
+    np.savez_compressed(tmp, image=result.image, brain_mask=result.brain_mask,
+                        anomaly_mask=result.anomaly_mask, notes=np.asarray(result.notes, str),
+                        **result.record.to_arrays())
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def load(path: str) -> Preprocessed:
+  with np.load(path) as f:
+    return Preprocessed(image=f["image"], brain_mask=f["brain_mask"],
+                        anomaly_mask=f["anomaly_mask"], record=VolumeRecord.from_arrays(f),
+                        notes=tuple(str(n) for n in f["notes"]))

@@ -1,0 +1,165 @@
+"""One volume from raw NIfTI files to axial slices on the template grid, and back.
+
+Steps, each switchable in `PrepConfig` (see docs/data_prep.md):
+load + validate -> reorient to RAS -> resample to the working spacing -> N4 ->
+affine registration to MNI152 -> brain mask (given, or the template's carried
+through the registration) -> one interpolation onto the fixed output grid
+(crop/pad to the FOV, axial slices, resize to the resolution) -> intensity
+normalisation inside the brain -> slice selection.
+
+Lesion and brain masks never go through the working image: they are
+interpolated straight from their own file onto the output grid with the same
+world map as the image, so they stay aligned with it by construction.
+
+`VolumeRecord` holds what maps a slice stack back to the original file's grid
+(`to_original_grid`), which is what a prediction command needs to write
+anomaly maps onto the user's scan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+
+from data_prep import bias, grid, load, normalize, orient, register, resample, template
+from data_prep.config import PrepConfig
+from data_prep.errors import InputFileError
+
+
+@dataclasses.dataclass(frozen=True)
+class VolumeRecord:
+  """Geometry linking the output slices to the original scan (all RAS world, mm)."""
+
+  source_file: str
+  original_affine: np.ndarray  # 4x4, as stored in the input file
+  original_shape: tuple[int, int, int]
+  template_to_scan: np.ndarray  # 4x4 world map: template (output grid) world -> scan world
+  grid_affine: np.ndarray  # 4x4 voxel -> template world of the full output grid
+  grid_shape: tuple[int, int, int]
+  slice_indices: np.ndarray  # output-grid axial slices kept, in order
+
+  def to_arrays(self, prefix: str = "record_") -> dict[str, np.ndarray]:
+    return {prefix + f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+  @classmethod
+  def from_arrays(cls, arrays, prefix: str = "record_") -> VolumeRecord:
+    get = lambda name: np.asarray(arrays[prefix + name])
+    return cls(source_file=str(get("source_file")),
+               original_affine=get("original_affine").astype(np.float64),
+               original_shape=tuple(int(s) for s in get("original_shape")),
+               template_to_scan=get("template_to_scan").astype(np.float64),
+               grid_affine=get("grid_affine").astype(np.float64),
+               grid_shape=tuple(int(s) for s in get("grid_shape")),
+               slice_indices=get("slice_indices").astype(np.int64))
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessed:
+  """Output volumes (x, y, z) on the output grid, z = kept axial slices."""
+
+  image: np.ndarray  # float32, normalised inside brain, 0 outside
+  brain_mask: np.ndarray  # uint8
+  anomaly_mask: np.ndarray  # uint8, inside brain_mask
+  record: VolumeRecord
+  notes: tuple[str, ...] = ()
+
+
+def preprocess(image_path, config: PrepConfig, anomaly_mask_path=None,
+               brain_mask_path=None) -> Preprocessed:
+  """Preprocess one scan (and its optional masks on the scan's grid)."""
+  sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # reproducible; parallel per volume
+  notes = []
+  raw = load.load_volume(image_path)
+  anomaly_raw = (load.load_mask(anomaly_mask_path, raw, image_path)
+                 if anomaly_mask_path else None)
+  if config.brain_mask == "given" and not brain_mask_path:
+    raise InputFileError(image_path, "config asks for a given brain mask but none was found")
+  use_given = bool(brain_mask_path) and config.brain_mask in ("given", "auto")
+  brain_raw = load.load_mask(brain_mask_path, raw, image_path) if use_given else None
+
+  img = orient.to_ras(raw)
+  working = orient.to_sitk(img.get_fdata(dtype=np.float32), img.affine)
+  if config.resample and config.target_spacing_mm > 0:
+    working = resample.to_spacing(working, config.target_spacing_mm)
+  if config.n4:
+    n4_mask = None
+    if brain_raw is not None:
+      brain_ras = orient.to_ras(brain_raw)
+      n4_mask = sitk.Cast(sitk.Resample(
+          orient.to_sitk((brain_ras.get_fdata() > 0).astype(np.uint8), brain_ras.affine),
+          working, sitk.Transform(), sitk.sitkNearestNeighbor, 0), sitk.sitkUInt8)
+    working, why = bias.n4_correct(working, config.n4_shrink, config.n4_iterations, n4_mask)
+    if why:
+      notes.append(f"N4 skipped: {why}")
+  if config.registration == "affine":
+    template_to_scan = register.register_affine(working, config.registration_seed,
+                                                config.registration_metric)
+  elif config.registration == "none":
+    template_to_scan = np.eye(4)
+  else:
+    raise ValueError(f"registration must be 'affine' or 'none', got {config.registration!r}")
+
+  g = grid.output_grid(config.resolution)
+  data, working_affine = orient.from_sitk(working)
+  image = resample.resample_grid(data, working_affine, g.shape, g.affine, template_to_scan)
+  if brain_raw is not None:
+    brain = resample.resample_grid((brain_raw.get_fdata() > 0).astype(np.float32),
+                                   raw.affine, g.shape, g.affine, template_to_scan) > 0.5
+  else:
+    brain = np.array(grid.template_brain_mask(config.resolution))
+  if not brain.any():
+    raise InputFileError(image_path, "brain mask is empty on the output grid")
+  if anomaly_raw is not None:
+    anomaly = resample.resample_grid((anomaly_raw.get_fdata() > 0).astype(np.float32),
+                                     raw.affine, g.shape, g.affine, template_to_scan) > 0.5
+    anomaly &= brain
+  else:
+    anomaly = np.zeros(g.shape, bool)
+  if config.normalize:
+    image = normalize.percentile_scale(image, brain, config.percentiles, config.clip_max)
+  else:
+    image = np.where(brain, image, 0.0).astype(np.float32)
+
+  keep = grid.select_slices(config.resolution, config.slices, config.min_brain_fraction)
+  record = VolumeRecord(
+      source_file=os.path.abspath(str(image_path)), original_affine=np.asarray(raw.affine),
+      original_shape=tuple(int(s) for s in raw.shape), template_to_scan=template_to_scan,
+      grid_affine=np.asarray(g.affine), grid_shape=g.shape, slice_indices=keep)
+  return Preprocessed(image=image[:, :, keep].astype(np.float32),
+                      brain_mask=brain[:, :, keep].astype(np.uint8),
+                      anomaly_mask=anomaly[:, :, keep].astype(np.uint8),
+                      record=record, notes=tuple(notes))
+
+
+def to_original_grid(slice_stack, record: VolumeRecord, order: int = 1) -> nib.Nifti1Image:
+  """A slice stack mapped back onto the original scan's grid (its affine and shape).
+
+  `slice_stack` is (S, R, R) or (S, R, R, 1) as `load_volumes` returns it, S =
+  the kept slices. `order` 0 (nearest) for label maps, 1 (linear) for
+  continuous maps such as anomaly scores. Voxels outside the output grid's
+  field of view are 0.
+  """
+  stack = np.asarray(slice_stack, dtype=np.float32)
+  if stack.ndim == 4:
+    stack = stack[..., 0]
+  if stack.shape[0] != len(record.slice_indices) or stack.shape[1:] != record.grid_shape[:2]:
+    raise ValueError(f"slice stack {stack.shape} does not match the record: "
+                     f"{len(record.slice_indices)} slices of {record.grid_shape[:2]}")
+  volume = np.zeros(record.grid_shape, np.float32)
+  volume[:, :, record.slice_indices] = np.moveaxis(stack, 0, -1)
+  out = resample.resample_grid(volume, record.grid_affine, record.original_shape,
+                               record.original_affine, np.linalg.inv(record.template_to_scan),
+                               order=order, antialias=False)
+  return nib.Nifti1Image(out.astype(np.float32), record.original_affine)
+
+
+def template_mask_on_scan(record: VolumeRecord) -> np.ndarray:
+  """The 1 mm template brain mask carried through the registration onto the scan's grid."""
+  _, mask, affine = template.load()
+  return resample.resample_grid(mask.astype(np.float32), affine, record.original_shape,
+                                record.original_affine,
+                                np.linalg.inv(record.template_to_scan)) > 0.5
