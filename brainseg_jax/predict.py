@@ -1,0 +1,185 @@
+"""Anomaly maps for new scans, written onto the scans' own grids.
+
+    python -m brainseg_jax.predict --workdir=runs/vae --input=scan.nii.gz \\
+        [--brain_mask=mask.nii.gz] --output_dir=out/
+    python -m brainseg_jax.predict --workdir=runs/vae --input=folder_of_scans/ --output_dir=out/
+
+Each scan (any orientation, not skull-stripped) goes through the same
+preprocessing as the training data (`data_prep.pipeline`), is scored by the
+trained model with the threshold its evaluation chose on healthy data, and
+comes back as NIfTI files with the input's affine and shape, which open on top
+of the scan in any viewer:
+  <name>_anomaly_map.nii.gz     anomaly score per voxel
+  <name>_prediction.nii.gz      0/1 at the healthy-calibrated threshold
+  <name>_reconstruction.nii.gz  what the model expected to see
+  <name>_overlay.png            the scan's most anomalous axial slice with the prediction
+The config is the one saved with the checkpoint, so only the workdir is needed.
+"""
+
+import glob
+import json
+import os
+import sys
+
+import ml_collections
+import nibabel as nib
+import numpy as np
+from absl import app, flags, logging
+
+from brainseg_jax import cli, figures, parallel, postprocess, scoring
+from brainseg_jax import eval as evaluation
+from brainseg_jax import outputs as outputs_lib
+from brainseg_jax.datasets.input_pipeline import Volume
+from brainseg_jax.errors import UserError
+from brainseg_jax.models import create_model
+from configs import default
+
+flags.DEFINE_string("input", None, "A NIfTI scan, or a folder of them (*.nii, *.nii.gz).")
+flags.DEFINE_string("brain_mask", None, "Brain mask of a single --input scan; by default the "
+                    "template's, carried through the registration.")
+flags.DEFINE_string("output_dir", None, "Where the maps go (created).")
+flags.DEFINE_enum("registration", "affine", ["affine", "none"], "'none' for scans already "
+                  "in MNI152 space at the training grid.")
+flags.DEFINE_bool("n4", True, "N4 bias-field correction (off for already corrected scans).")
+FLAGS = flags.FLAGS
+
+
+def saved_config(workdir: str) -> ml_collections.ConfigDict:
+  """The experiment config stored with the latest checkpoint of `workdir`."""
+  from brainseg_jax import checkpoints
+
+  if not os.path.isdir(checkpoints.checkpoint_dir(workdir)):
+    raise UserError(f"no checkpoints in {os.path.abspath(workdir)}: train a model first")
+  saved = checkpoints.Checkpointer(workdir, create=False).saved_config()
+  if saved is None:
+    raise UserError(f"no checkpoint in {checkpoints.checkpoint_dir(workdir)}")
+  # Current defaults fill keys added since the run was trained (e.g. new eval switches).
+  config = default.get_config()
+  _merge(config, saved)
+  return config
+
+
+def _merge(config: ml_collections.ConfigDict, saved: dict):
+  with config.unlocked():
+    for key, value in saved.items():
+      if isinstance(value, dict) and key in config:
+        _merge(config[key], value)
+      else:
+        config[key] = tuple(value) if isinstance(value, list) else value
+
+
+def calibrated_threshold(workdir: str) -> float:
+  """The headline threshold evaluation chose on healthy validation data."""
+  path = os.path.join(workdir, "metrics.json")
+  if not os.path.isfile(path):
+    raise UserError(f"{path} not found: run python -m brainseg_jax.eval first; its healthy "
+                    "validation data sets the threshold")
+  with open(path) as f:
+    return float(json.load(f)["protocol"]["threshold"])
+
+
+def scan_paths(path: str) -> list[str]:
+  if os.path.isdir(path):
+    paths = sorted(glob.glob(os.path.join(path, "*.nii.gz"))
+                   + glob.glob(os.path.join(path, "*.nii")))
+    if not paths:
+      raise UserError(f"no *.nii or *.nii.gz files in {path}")
+    return paths
+  if not os.path.isfile(path):
+    raise UserError(f"input {path} does not exist")
+  return [path]
+
+
+class Predictor:
+  """A trained model with its threshold, ready to score one scan after another."""
+
+  def __init__(self, workdir: str, registration: str = "affine", n4: bool = True):
+    from data_prep.config import PrepConfig
+
+    self.config = saved_config(workdir)
+    self.threshold = calibrated_threshold(workdir)
+    self.model = create_model(self.config)
+    state, _ = evaluation.restore_state(self.config, workdir, self.model)
+    self.scorer = scoring.VolumeScorer(self.model, self.config.eval.residual)
+    self.state = self.scorer.place(state)
+    self.prep = PrepConfig(resolution=self.config.dataset.resolution,
+                           modality=self.config.dataset.modality, registration=registration,
+                           n4=n4)
+
+  def __call__(self, scan_path: str, output_dir: str, brain_mask_path: str | None = None):
+    from data_prep import pipeline
+
+    prepared = pipeline.preprocess(scan_path, self.prep, brain_mask_path=brain_mask_path)
+    as_slices = lambda a: np.moveaxis(a, -1, 0)[..., None]  # (x, y, z) -> (z, x, y, 1)
+    volume = Volume(os.path.basename(scan_path), "unknown", as_slices(prepared.image),
+                    as_slices(prepared.brain_mask).astype(bool),
+                    as_slices(prepared.anomaly_mask).astype(bool))
+    post = self.config.eval.postprocess
+    recon, anomaly = evaluation.anomaly_maps(self.scorer, self.state, volume, post)
+    prediction = postprocess.clean_prediction(anomaly > self.threshold, post.min_component_size)
+
+    name = _stem(scan_path)
+    os.makedirs(output_dir, exist_ok=True)
+    maps = {"anomaly_map": (anomaly, 1), "prediction": (prediction.astype(np.float32), 0),
+            "reconstruction": (recon, 1)}
+    written = {}
+    for kind, (array, order) in maps.items():
+      image = pipeline.to_original_grid(array, prepared.record, order=order)
+      if kind == "prediction":
+        image = nib.Nifti1Image(np.asarray(image.dataobj).round().astype(np.uint8), image.affine)
+      written[kind] = os.path.join(output_dir, f"{name}_{kind}.nii.gz")
+      outputs_lib.save_nifti(image, written[kind])
+    overlay = os.path.join(output_dir, f"{name}_overlay.png")
+    figures.save_overlay(overlay, nib.load(scan_path), nib.load(written["anomaly_map"]),
+                         nib.load(written["prediction"]), self.threshold)
+    logging.info("%s: %d voxels flagged (threshold %.4f) -> %s", scan_path,
+                 int(prediction.sum()), self.threshold, output_dir)
+    return written
+
+
+def _stem(path: str) -> str:
+  name = os.path.basename(path)
+  for suffix in (".nii.gz", ".nii"):
+    if name.endswith(suffix):
+      return name[: -len(suffix)]
+  return name
+
+
+def predict(workdir: str, input_path: str, output_dir: str, brain_mask: str | None = None,
+            registration: str = "affine", n4: bool = True) -> dict[str, dict]:
+  """Maps for every scan; a scan that fails is logged and skipped, the rest go on."""
+  paths = scan_paths(input_path)
+  if brain_mask and len(paths) > 1:
+    raise UserError("--brain_mask goes with a single --input scan, not a folder")
+  predictor = Predictor(workdir, registration, n4)
+  results, failures = {}, {}
+  for path in paths:
+    try:
+      results[path] = predictor(path, output_dir, brain_mask)
+    except UserError as e:
+      failures[path] = str(e)
+      logging.error("skipped %s: %s", path, e)
+  logging.info("%d of %d scans done, %d skipped", len(results), len(paths), len(failures))
+  if failures and not results:
+    raise UserError(f"no scan could be processed; first error: {next(iter(failures.values()))}")
+  return results
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  for name in ("workdir", "input", "output_dir"):
+    if not getattr(FLAGS, name):
+      raise app.UsageError(f"--{name} is required")
+  parallel.split_host_into_devices(FLAGS.cpu_devices)
+  logging.get_absl_handler().addFilter(cli.ProjectInfoOnly())
+  try:
+    predict(FLAGS.workdir, FLAGS.input, FLAGS.output_dir, FLAGS.brain_mask, FLAGS.registration,
+            FLAGS.n4)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,58 @@
+"""predict on real scans: maps on the input's grid, aligned with the lesion."""
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tests.conftest import run
+
+
+@pytest.fixture(scope="module")
+def glioma_flair(sample_data_dir):
+  case = sample_data_dir / "tcga_glioma" / "TCGA-DU-7294"
+  return (case / "TCGA-DU-7294_fla_bet_normalized.nii.gz",
+          case / "TCGA-DU-7294_tumor_fusion_mav.nii.gz")
+
+
+def _predict(workdir, input_path, output_dir, check=True):
+  return run(["-m", "brainseg_jax.predict", f"--workdir={workdir}", f"--input={input_path}",
+              f"--output_dir={output_dir}"], None, check=check)
+
+
+def test_maps_are_on_the_input_grid_and_find_the_tumour(vae_smoke_run, glioma_flair, tmp_path):
+  workdir = vae_smoke_run[0]
+  scan_path, tumour_path = glioma_flair
+  _predict(workdir, scan_path, tmp_path)
+  scan = nib.load(scan_path)
+  stem = "TCGA-DU-7294_fla_bet_normalized"
+  for kind in ("anomaly_map", "prediction", "reconstruction"):
+    image = nib.load(tmp_path / f"{stem}_{kind}.nii.gz")
+    assert image.shape == scan.shape
+    np.testing.assert_allclose(image.affine, scan.affine, atol=1e-5)
+  prediction = np.asarray(nib.load(tmp_path / f"{stem}_prediction.nii.gz").dataobj)
+  assert set(np.unique(prediction)) <= {0, 1} and prediction.any()
+  # Aligned: the anomaly map is higher inside the tumour than in the rest of the brain.
+  anomaly = nib.load(tmp_path / f"{stem}_anomaly_map.nii.gz").get_fdata()
+  tumour = nib.load(tumour_path).get_fdata() > 0
+  brain = np.asarray(scan.dataobj) > 0
+  assert anomaly[tumour].mean() > 1.5 * anomaly[brain & ~tumour].mean()
+  assert (tmp_path / f"{stem}_overlay.png").stat().st_size > 10_000
+
+
+def test_a_folder_with_a_corrupt_scan_skips_it_and_says_so(vae_smoke_run, glioma_flair, tmp_path):
+  folder = tmp_path / "scans"
+  folder.mkdir()
+  (folder / "broken.nii.gz").write_bytes(glioma_flair[0].read_bytes()[:5000])  # truncated
+  (folder / "good.nii.gz").write_bytes(glioma_flair[0].read_bytes())
+  result = _predict(vae_smoke_run[0], folder, tmp_path / "out")
+  assert "broken.nii.gz" in result.stderr and "1 of 2 scans done, 1 skipped" in result.stderr
+  assert (tmp_path / "out" / "good_prediction.nii.gz").exists()
+  assert not list((tmp_path / "out").glob("broken*"))
+
+
+def test_missing_input_and_untrained_workdir_are_one_line_errors(vae_smoke_run, tmp_path):
+  result = _predict(vae_smoke_run[0], tmp_path / "nope.nii.gz", tmp_path / "out", check=False)
+  assert result.returncode == 1 and "does not exist" in result.stderr
+  assert "Traceback" not in result.stderr
+  result = _predict(tmp_path / "empty", tmp_path / "nope.nii.gz", tmp_path / "out", check=False)
+  assert result.returncode == 1 and "Traceback" not in result.stderr
