@@ -1,3 +1,5 @@
+import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +9,7 @@ from brainseg_jax import parallel, train
 from brainseg_jax.datasets import input_pipeline
 from brainseg_jax.errors import UserError
 from brainseg_jax.models import create_model
+from configs import fanogan as fanogan_config
 from configs import vae as vae_config
 
 
@@ -108,3 +111,39 @@ def test_unwritable_workdir_is_a_clear_error(tmp_path):
   blocker.write_text("not a directory")
   with pytest.raises(UserError, match="is not writable"):
     train.train(tiny_config(""), str(blocker / "run"))
+
+
+@pytest.mark.parametrize("name", ["vae", "fanogan"])
+def test_train_step_compiles_once_per_stage(name, caplog):
+  """Steady-state steps must reuse the first compilation (checked with jax.log_compiles)."""
+  config = tiny_config(data_dir=None)
+  if name == "fanogan":
+    config.model = fanogan_config.get_config("smoke").model
+    config.model.gan_steps = 3  # steps 0-2 train the GAN, 3-5 the encoder
+    config.model.critic_steps = 2
+  model = create_model(config)
+  mesh = parallel.data_mesh()
+  state = jax.device_put(train.create_train_state(model, config), parallel.replicated(mesh))
+  step = train.jit_train_step(model, mesh)
+  images = jax.device_put(fixed_batch(), parallel.batch_sharded(mesh))
+  stages = sorted({model.stage_of(i) for i in range(config.num_train_steps)})
+
+  def compiled_train_steps():
+    messages = [r.getMessage() for r in caplog.records]
+    caplog.clear()
+    return [m for m in messages if "ompil" in m and "train_step" in m]
+
+  with jax.log_compiles(), caplog.at_level(logging.DEBUG):
+    for stage in stages:
+      state, metrics = step(state, images, stage)
+    jax.block_until_ready(metrics)
+    first = compiled_train_steps()
+    for _ in range(3):
+      for stage in stages:
+        state, metrics = step(state, images, stage)
+    jax.block_until_ready(metrics)
+    later = compiled_train_steps()
+  assert len(stages) == (3 if name == "fanogan" else 1)
+  assert len(first) >= len(stages), first  # the check does see compilations
+  assert later == [], later
+  assert step._cache_size() == len(stages)

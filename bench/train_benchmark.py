@@ -1,0 +1,498 @@
+"""Training, input-pipeline and evaluation throughput, JAX against a PyTorch twin.
+
+    python bench/train_benchmark.py [--repeats=5] [--window_steps=3] [--data_dir=/tmp/bench_tfds]
+
+Writes docs/benchmarks.md and docs/figures/benchmark_throughput.png (about 11
+minutes on the shared 2 cores at load ~8; --noablations takes about half).
+
+Why it is built this way:
+  * Each framework runs in its own worker process, so each gets its own peak
+    memory (ru_maxrss) and neither's thread pools or allocator state leak into
+    the other's numbers. The parent only schedules.
+  * The machine is shared: timed windows of the frameworks are interleaved
+    (JAX, PyTorch, JAX, PyTorch, ...) so both see the same background load,
+    and medians are reported.
+  * Training throughput is measured on a fixed device-resident batch: it is the
+    train step alone. The input pipeline is measured on its own and must be
+    faster, otherwise it, not the step, bounds training.
+  * Extra JAX workers (1, 2 and 8 devices, no buffer donation) and PyTorch
+    workers (channels-last, 1 thread) measure the effect of each setting tried,
+    in the same run: in a later phase, interleaved with the two defaults again,
+    so the headline rounds run with only two worker processes alive.
+"""
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from absl import app, flags  # noqa: E402
+
+flags.DEFINE_integer("repeats", 5, "Timed windows per framework and model (medians reported).")
+flags.DEFINE_integer("window_steps", 3, "Train steps per timed window.")
+flags.DEFINE_integer("warmup_steps", 2, "Untimed steps after compilation.")
+flags.DEFINE_string("data_dir", "/tmp/bench_tfds", "TFDS data dir (synthetic_brain built there).")
+flags.DEFINE_integer("ablation_repeats", 3, "Timed windows per setting tried.")
+flags.DEFINE_bool("ablations", True, "Also time the settings tried (device count, donation, "
+                  "PyTorch channels-last).")
+flags.DEFINE_string("output", os.path.join(ROOT, "docs", "benchmarks.md"), "Markdown report.")
+flags.DEFINE_string("results", "/tmp/train_benchmark_results.json", "Raw results (JSON).")
+flags.DEFINE_bool("render_only", False, "Re-render the report from --results, measure nothing.")
+# Worker-side flags (set by the parent, not by hand).
+flags.DEFINE_enum("worker", None, ["jax", "torch"], "Run as a worker process.")
+flags.DEFINE_integer("devices", 4, "JAX worker: XLA CPU devices.")
+flags.DEFINE_bool("donate", True, "JAX worker: donate the train state to the step.")
+flags.DEFINE_bool("channels_last", False, "PyTorch worker: channels-last memory format.")
+flags.DEFINE_integer("threads", 2, "PyTorch worker: intra-op threads (one per core).")
+FLAGS = flags.FLAGS
+
+MODELS = ("ae", "vae")
+GEMM_SIZE = 2048
+_REPLY = "@@BENCH@@"
+
+
+def _config(name):
+  from configs import ae, vae
+  return (ae if name == "ae" else vae).get_config()
+
+
+def _maxrss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _median_rate(work_per_call, seconds):
+  return work_per_call / statistics.median(seconds)
+
+
+def _gemm_gflops(matmul, repeats=7) -> float:
+  """Median GFLOP/s of a GEMM_SIZE^2 float32 matmul (2 n^3 flops)."""
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    matmul()
+    times.append(time.perf_counter() - start)
+  return 2 * GEMM_SIZE ** 3 / statistics.median(times) / 1e9
+
+
+# --------------------------------------------------------------------------- JAX worker
+
+
+class JaxWorker:
+  """Holds one jitted train step per model on a `--devices` mesh, as train.py builds it."""
+
+  def __init__(self):
+    from brainseg_jax import parallel
+    parallel.split_host_into_devices(FLAGS.devices)
+    import jax
+    self.jax = jax
+    self.mesh = parallel.data_mesh()
+    self.models = {}
+
+  def setup(self, name):
+    """Builds state and step; times the first (compiling) call apart from the next ones."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from brainseg_jax import parallel, train
+    from brainseg_jax.models import create_model
+    config = _config(name)
+    model = create_model(config)
+    size = config.dataset.resolution
+    host_state = train.create_train_state(model, config)
+    params = sum(x.size for x in jax.tree.leaves(host_state.params))
+    images_np = np.random.default_rng(0).random((config.batch_size, size, size, 1), np.float32)
+
+    # Total work of one step: XLA's cost analysis of the unpartitioned global-batch step.
+    compiled = jax.jit(model.train_step).lower(host_state, jnp.asarray(images_np)).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    flops = float(cost["flops"])
+
+    state = jax.device_put(host_state, parallel.replicated(self.mesh))
+    images = jax.device_put(images_np, parallel.batch_sharded(self.mesh))
+    if FLAGS.donate:
+      step = train.jit_train_step(model, self.mesh)
+    else:
+      replicated = parallel.replicated(self.mesh)
+      step = jax.jit(model.train_step, in_shardings=(replicated, parallel.batch_sharded(self.mesh)),
+                     out_shardings=(replicated, replicated))
+    start = time.perf_counter()
+    state, metrics = step(state, images)
+    jax.block_until_ready(metrics)
+    first = time.perf_counter() - start
+    second_times = []
+    for _ in range(FLAGS.warmup_steps):
+      start = time.perf_counter()
+      state, metrics = step(state, images)
+      jax.block_until_ready(metrics)
+      second_times.append(time.perf_counter() - start)
+    self.models[name] = dict(model=model, step=step, state=state, images=images, config=config)
+    return dict(params=params, flops=flops, first_call=first,
+                warm_step=statistics.median(second_times), batch=config.batch_size)
+
+  def window(self, name, steps):
+    m = self.models[name]
+    state = m["state"]
+    start = time.perf_counter()
+    for _ in range(steps):
+      state, metrics = m["step"](state, m["images"])
+    self.jax.block_until_ready((state, metrics))
+    seconds = time.perf_counter() - start
+    m["state"] = state
+    return dict(seconds=seconds, loss=float(metrics["loss"]), cache_size=m["step"]._cache_size())
+
+  def profile(self, name, repeats):
+    """Forward-only and forward+backward times, to see where the step's time goes."""
+    import jax
+
+    from brainseg_jax import parallel
+    m = self.models[name]
+    config = m["config"]
+    replicated, sharded = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
+    # The loss with the step's randomness: train_step minus the optimiser update.
+    loss_of = lambda params, images: _loss(config, params, images)
+    forward = jax.jit(loss_of, in_shardings=(replicated, sharded))
+    backward = jax.jit(jax.grad(loss_of), in_shardings=(replicated, sharded),
+                       out_shardings=replicated)
+    params = m["state"].params
+    result = {}
+    for label, fn in (("forward", forward), ("forward_backward", backward)):
+      jax.block_until_ready(fn(params, m["images"]))
+      times = []
+      for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(params, m["images"]))
+        times.append(time.perf_counter() - start)
+      result[label] = statistics.median(times)
+    return result
+
+  def gemm(self):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    a = np.random.default_rng(0).random((GEMM_SIZE, GEMM_SIZE), np.float32)
+    b = np.random.default_rng(1).random((GEMM_SIZE, GEMM_SIZE), np.float32)
+    ja, jb = jnp.asarray(a), jnp.asarray(b)
+    matmul = jax.jit(jnp.dot)
+    jax.block_until_ready(matmul(ja, jb))
+    np.dot(a, b)
+    return dict(jax=_gemm_gflops(lambda: jax.block_until_ready(matmul(ja, jb))),
+                numpy=_gemm_gflops(lambda: np.dot(a, b)))
+
+  def pipeline(self, batches):
+    """images/s out of the TFDS + grain pipeline that train.py reads (first batch untimed)."""
+    from brainseg_jax.datasets import input_pipeline
+    config = _config("ae")
+    config.dataset.data_dir = FLAGS.data_dir
+    start = time.perf_counter()
+    builder = input_pipeline.get_builder(config.dataset)
+    prepare = time.perf_counter() - start
+    iterator = input_pipeline.train_batches(builder, config.batch_size, config.seed)
+    next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+      next(iterator)
+    seconds = time.perf_counter() - start
+    return dict(images_per_s=batches * config.batch_size / seconds, prepare_seconds=prepare)
+
+  def evaluate(self):
+    """Test volumes/s through VolumeScorer (the VAE: default model of the scoring bench)."""
+    from brainseg_jax import scoring
+    from brainseg_jax.datasets import input_pipeline
+    config = _config("vae")
+    config.dataset.data_dir = FLAGS.data_dir
+    builder = input_pipeline.get_builder(config.dataset)
+    volumes = input_pipeline.load_volumes(builder, "test")
+    m = self.models["vae"]
+    scorer = scoring.VolumeScorer(m["model"], config.eval.residual)
+    state = scorer.place(m["state"])
+    start = time.perf_counter()
+    scorer(state, volumes[0].image, volumes[0].brain_mask)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    slices = 0
+    for volume in volumes:
+      scorer(state, volume.image, volume.brain_mask)
+      slices += volume.image.shape[0]
+    seconds = time.perf_counter() - start
+    return dict(volumes=len(volumes), volumes_per_s=len(volumes) / seconds,
+                slices_per_s=slices / seconds, first_call=first,
+                compiled_versions=scorer.compiled_versions())
+
+  def versions(self):
+    import flax
+    import jax
+    import numpy as np
+    import optax
+    return dict(jax=jax.__version__, flax=flax.__version__, optax=optax.__version__,
+                numpy=np.__version__, devices=f"{jax.device_count()} x {jax.devices()[0].platform}")
+
+
+def _loss(config, params, images):
+  """The model's training loss (same randomness as step 0), from the config's family."""
+  import functools
+
+  import jax
+
+  from brainseg_jax.models import ae, vae
+  module_kwargs = dict(channels=tuple(config.model.channels), bottleneck=config.model.bottleneck,
+                       latent_dim=config.model.latent_dim)
+  rng = jax.random.fold_in(jax.random.key(config.seed), 0)
+  if config.model.name == "ae":
+    fn = functools.partial(ae.loss_fn, ae.AutoEncoder(**module_kwargs))
+  else:
+    fn = functools.partial(vae.loss_fn, vae.VariationalAutoEncoder(**module_kwargs),
+                           kl_weight=config.model.kl_weight)
+  return fn(params, images, rng)[0]
+
+
+# ------------------------------------------------------------------------- PyTorch worker
+
+
+class TorchWorker:
+  """The twin of each model, eager PyTorch, `--threads` intra-op threads."""
+
+  def __init__(self):
+    import torch
+    torch.set_num_threads(FLAGS.threads)
+    torch.manual_seed(0)
+    self.torch = torch
+    self.models = {}
+
+  def setup(self, name):
+    import numpy as np
+
+    from bench import torch_twin
+    config = _config(name)
+    module, step = torch_twin.create(config)
+    size = config.dataset.resolution
+    images = self.torch.tensor(
+        np.random.default_rng(0).random((config.batch_size, 1, size, size), np.float32))
+    if FLAGS.channels_last:
+      module = module.to(memory_format=self.torch.channels_last)
+      images = images.contiguous(memory_format=self.torch.channels_last)
+    start = time.perf_counter()
+    step(images)
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(FLAGS.warmup_steps):
+      start = time.perf_counter()
+      step(images)
+      times.append(time.perf_counter() - start)
+    self.models[name] = dict(step=step, images=images)
+    return dict(params=torch_twin.num_parameters(module), first_call=first,
+                warm_step=statistics.median(times), batch=config.batch_size)
+
+  def window(self, name, steps):
+    m = self.models[name]
+    start = time.perf_counter()
+    for _ in range(steps):
+      loss = m["step"](m["images"])
+    return dict(seconds=time.perf_counter() - start, loss=float(loss))
+
+  def gemm(self):
+    a = self.torch.rand(GEMM_SIZE, GEMM_SIZE)
+    b = self.torch.rand(GEMM_SIZE, GEMM_SIZE)
+    a @ b
+    return dict(torch=_gemm_gflops(lambda: a @ b))
+
+  def versions(self):
+    return dict(torch=self.torch.__version__, threads=self.torch.get_num_threads())
+
+
+def _serve():
+  """Worker loop: one JSON command per stdin line, one tagged JSON reply per stdout line."""
+  worker = JaxWorker() if FLAGS.worker == "jax" else TorchWorker()
+  print(_REPLY + json.dumps({"ready": True}), flush=True)
+  for line in sys.stdin:
+    command = json.loads(line)
+    method = command.pop("call")
+    if method == "exit":
+      break
+    try:
+      result = getattr(worker, method)(**command) if method != "maxrss" else {}
+      result["maxrss_mb"] = _maxrss_mb()
+    except Exception as e:  # reported to the parent, which decides
+      result = {"error": f"{type(e).__name__}: {e}"}
+    print(_REPLY + json.dumps(result), flush=True)
+
+
+class Worker:
+  """Parent-side handle of a worker process."""
+
+  def __init__(self, label, *args):
+    self.label = label
+    self.process = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), *args], cwd=ROOT, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    self._read()
+
+  def _read(self):
+    for line in self.process.stdout:
+      if line.startswith(_REPLY):
+        return json.loads(line[len(_REPLY):])
+    raise RuntimeError(f"worker {self.label} exited with {self.process.wait()}")
+
+  def __call__(self, method, **kwargs):
+    self.process.stdin.write(json.dumps({"call": method, **kwargs}) + "\n")
+    self.process.stdin.flush()
+    result = self._read()
+    if "error" in result:
+      raise RuntimeError(f"{self.label}.{method}: {result['error']}")
+    return result
+
+  def close(self):
+    self.process.stdin.write(json.dumps({"call": "exit"}) + "\n")
+    self.process.stdin.flush()
+    self.process.wait(timeout=60)
+
+
+# -------------------------------------------------------------------------------- parent
+
+
+def _log(message):
+  print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _uptime() -> str:
+  return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def run_benchmark():
+  started = time.time()
+  date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+  load_before = _uptime()
+  _log(f"load: {load_before}")
+  workers = {"jax": Worker("jax", "--worker=jax", "--devices=4"),
+             "torch": Worker("torch", "--worker=torch", f"--threads={FLAGS.threads}")}
+
+  setup = {}
+  for name in MODELS:
+    for label in ("jax", "torch"):
+      _log(f"setup {label} {name}")
+      setup[label, name] = workers[label]("setup", name=name)
+    assert setup["jax", name]["params"] == setup["torch", name]["params"], (
+        f"{name}: JAX has {setup['jax', name]['params']} parameters, the PyTorch twin "
+        f"{setup['torch', name]['params']}")
+
+  # Headline: interleaved timed windows, JAX then PyTorch, for each model, each round.
+  windows = {key: [] for key in setup}
+  cache_sizes = {}
+  for round_index in range(FLAGS.repeats):
+    _log(f"round {round_index + 1}/{FLAGS.repeats}  {_uptime()}")
+    for name in MODELS:
+      for label in ("jax", "torch"):
+        result = workers[label]("window", name=name, steps=FLAGS.window_steps)
+        windows[label, name].append(result["seconds"])
+        if "cache_size" in result:
+          cache_sizes[label, name] = result["cache_size"]
+  load_during = _uptime()
+  memory = {label: workers[label]("maxrss")["maxrss_mb"] for label in ("jax", "torch")}
+
+  _log("profile: forward / forward+backward")
+  profile = {name: workers["jax"]("profile", name=name, repeats=FLAGS.repeats) for name in MODELS}
+  _log("GEMM peak")
+  gemm = {**workers["jax"]("gemm"), **workers["torch"]("gemm")}
+  versions = {**workers["jax"]("versions"), **workers["torch"]("versions")}
+  _log("input pipeline")
+  pipeline = workers["jax"]("pipeline", batches=20)
+  _log("evaluation")
+  evaluation = workers["jax"]("evaluate")
+
+  # Settings tried, AE only, in a phase of their own (their worker processes do not exist
+  # during the headline), interleaved with the two defaults as the baseline of this phase.
+  if FLAGS.ablations:
+    variants = {"jax, 1 device": ("--worker=jax", "--devices=1"),
+                "jax, 2 devices": ("--worker=jax", "--devices=2"),
+                "jax, 8 devices": ("--worker=jax", "--devices=8"),
+                "jax, 4 devices, no donation": ("--worker=jax", "--devices=4", "--nodonate"),
+                "torch, channels-last": ("--worker=torch", "--channels_last",
+                                         f"--threads={FLAGS.threads}"),
+                "torch, 1 thread": ("--worker=torch", "--threads=1")}
+    for label, args in variants.items():
+      _log(f"setup {label} ae")
+      workers[label] = Worker(label, *args)
+      setup[label, "ae"] = workers[label]("setup", name="ae")
+    for round_index in range(FLAGS.ablation_repeats):
+      _log(f"settings round {round_index + 1}/{FLAGS.ablation_repeats}  {_uptime()}")
+      for label in ("jax", "torch", *variants):
+        result = workers[label]("window", name="ae", steps=FLAGS.window_steps)
+        windows.setdefault((label, "ae_settings"), []).append(result["seconds"])
+        if "cache_size" in result:
+          cache_sizes[label, "ae_settings"] = result["cache_size"]
+  for worker in workers.values():
+    worker.close()
+
+  results = dict(date=date, load_before=load_before, load_during=load_during,
+                 load_after=_uptime(), setup={f"{k[0]}|{k[1]}": v for k, v in setup.items()},
+                 windows={f"{k[0]}|{k[1]}": v for k, v in windows.items()},
+                 cache_sizes={f"{k[0]}|{k[1]}": v for k, v in cache_sizes.items()},
+                 memory=memory, profile=profile, gemm=gemm, versions=versions,
+                 pipeline=pipeline, evaluation=evaluation,
+                 runtime_s=time.time() - started, window_steps=FLAGS.window_steps,
+                 repeats=FLAGS.repeats, ablation_repeats=FLAGS.ablation_repeats,
+                 python=platform.python_version())
+  return results
+
+
+def images_per_s(results, label, name):
+  batch = results["setup"][f"{label}|{name.split('_')[0]}"]["batch"]
+  return _median_rate(batch * results["window_steps"], results["windows"][f"{label}|{name}"])
+
+
+def write_figure(results, path):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 3.8))
+  width = 0.38
+  for offset, label, color in ((-width / 2, "jax", "tab:blue"), (width / 2, "torch", "tab:orange")):
+    values = [images_per_s(results, label, name) for name in MODELS]
+    bars = ax.bar([i + offset for i in range(len(MODELS))], values, width, color=color,
+                  label={"jax": "JAX (jit, 4 CPU devices)",
+                         "torch": f"PyTorch {results['versions']['torch']} (eager, 2 threads)"}
+                  [label])
+    ax.bar_label(bars, fmt="%.0f")
+  ratios = [images_per_s(results, "jax", n) / images_per_s(results, "torch", n) for n in MODELS]
+  ax.set_xticks(range(len(MODELS)), [f"{n.upper()} 128x128, batch 32\nJAX / PyTorch {r:.2f}x"
+                                     for n, r in zip(MODELS, ratios, strict=True)])
+  ax.set_ylabel("training images / s")
+  ax.set_title(f"Train step throughput, 2-core CPU, {results['date'][:10]}")
+  ax.legend(loc="upper right", fontsize=8)
+  ax.margins(y=0.4)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def main(argv):
+  del argv
+  if FLAGS.worker:
+    _serve()
+    return
+  from bench import benchmark_report
+  if FLAGS.render_only:
+    with open(FLAGS.results) as f:
+      results = json.load(f)
+  else:
+    results = run_benchmark()
+    with open(FLAGS.results, "w") as f:
+      json.dump(results, f, indent=1)
+  figure = os.path.join(ROOT, "docs", "figures", "benchmark_throughput.png")
+  write_figure(results, figure)
+  with open(FLAGS.output, "w") as f:
+    f.write(benchmark_report.render(results, images_per_s))
+  _log(f"wrote {FLAGS.output} and {figure} in {results['runtime_s']:.0f} s")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,50 @@
+"""The training benchmark compares like with like, and times a step that does not recompile.
+
+A JAX/PyTorch ratio only means something if the PyTorch twin is the same
+network: same parameter count and, with the Flax parameters copied in, the
+same reconstruction. (That no step recompiles after the first is checked in
+tests/test_train.py, which runs without PyTorch.)
+"""
+
+import jax
+import numpy as np
+import pytest
+
+from brainseg_jax import train
+from brainseg_jax.models import create_model
+from configs import ae as ae_config
+from configs import vae as vae_config
+
+torch = pytest.importorskip("torch", reason="bench-only dependency: bench/requirements.txt")
+torch_twin = pytest.importorskip("bench.torch_twin")
+
+
+@pytest.mark.parametrize("config_module", [ae_config, vae_config], ids=["ae", "vae"])
+def test_twin_is_the_same_network_as_the_default_model(config_module):
+  config = config_module.get_config()
+  model = create_model(config)
+  state = train.create_train_state(model, config)
+  module, _ = torch_twin.create(config)
+  assert torch_twin.num_parameters(module) == sum(x.size for x in jax.tree.leaves(state.params))
+
+  torch_twin.load_flax_params(module, state.params)
+  size = config.dataset.resolution
+  images = np.random.default_rng(0).random((2, size, size, 1), np.float32)
+  expected = np.asarray(model.reconstruct(state, images))
+  with torch.no_grad():
+    x = torch.tensor(images).permute(0, 3, 1, 2)
+    # reconstruct() decodes the VAE's posterior mean: no sampling.
+    out = module(x, sample=False)[0] if config.model.name == "vae" else module(x)
+  np.testing.assert_allclose(out.permute(0, 2, 3, 1).numpy(), expected, atol=1e-5)
+
+
+def test_twin_train_step_lowers_the_loss():
+  config = ae_config.get_config("smoke")
+  config.dataset.resolution = 32
+  config.warmup_steps = 1
+  torch.manual_seed(0)
+  torch.set_num_threads(1)  # tiny tensors: more threads only add synchronisation
+  module, step = torch_twin.create(config)
+  images = torch.rand(8, 1, 32, 32)
+  losses = [float(step(images)) for _ in range(20)]
+  assert losses[-1] < 0.5 * losses[0], losses
