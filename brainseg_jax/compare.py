@@ -25,7 +25,8 @@ from brainseg_jax.errors import UserError
 flags.DEFINE_list("configs", ["threshold", "ae", "vae", "dae", "fanogan"],
                   "Config names in configs/ (optionally name:variant).")
 flags.DEFINE_multi_string("override", [], "key=value applied to every config, e.g. "
-                          "dataset.resolution=64.")
+                          "dataset.resolution=64; name:key=value to one config only, e.g. "
+                          "fanogan:model.gan_steps=500.")
 flags.DEFINE_string("workdir_root", "runs/compare", "One workdir per config under this folder.")
 flags.DEFINE_string("output", "docs/results.md", "Markdown file to write.")
 flags.DEFINE_string("title", "", "Heading of the table (default: the dataset).")
@@ -67,8 +68,14 @@ def apply_override(config, override: str):
 
 def run_one(spec: str, workdir: str) -> dict:
   config = load_config(spec)
+  name = spec.partition(":")[0]
   for override in FLAGS.override:
-    apply_override(config, override)
+    target, sep, rest = override.partition(":")
+    if sep and "=" not in target:  # "name:key=value"
+      if target == name:
+        apply_override(config, rest)
+    else:
+      apply_override(config, override)
   start = time.time()
   train.train(config, workdir)
   train_seconds = time.time() - start

@@ -24,6 +24,21 @@ def split_host_into_devices(num_devices: int):
   """
   if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     jax.config.update("jax_num_cpu_devices", num_devices)
+  tolerate_slow_collectives()
+
+
+def tolerate_slow_collectives(seconds: int = 900):
+  """Raises XLA:CPU's 40 s limit on waiting for all devices at a collective.
+
+  Several CPU devices share a few cores; on a loaded machine one device's
+  thread can be descheduled long enough that XLA aborts the whole process
+  ("Termination timeout for all reduce ... exceeded"), which we saw when other
+  jobs ran beside training. Waiting longer is always better than aborting.
+  """
+  flag = "--xla_cpu_collective_call_terminate_timeout_seconds"
+  flags = os.environ.get("XLA_FLAGS", "")
+  if flag not in flags:
+    os.environ["XLA_FLAGS"] = f"{flags} {flag}={seconds}".strip()
 
 
 def initialize_distributed(coordinator_address=None, num_processes=None, process_id=None):
