@@ -111,7 +111,7 @@ def render(results, images_per_s) -> str:
   lines += [
       "",
       "The step compiles once: the jitted step's `_cache_size()` is 1 after every timed window",
-      "of every JAX worker, and `tests/bench/test_train_benchmark.py` checks with",
+      "of every JAX worker, and `tests/test_train.py` checks with",
       "`jax.log_compiles` that steps after the first log no compilation. PyTorch eager has no",
       "compile step (its first call includes allocator and thread-pool warm-up only).",
       "",

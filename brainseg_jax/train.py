@@ -86,6 +86,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, mesh=None):
   writer = MetricWriter(workdir)
   pending_metrics = []
   last_log_time, last_log_step = time.time(), start_step
+  session_start = last_log_time
+  earlier_sessions_seconds = workdir_lib.read_train_seconds(workdir, start_step)
 
   for step in range(start_step + 1, config.num_train_steps + 1):
     images = parallel.global_batch(next(batches), data_sharding)
@@ -110,6 +112,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, mesh=None):
 
     if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
       checkpointer.save(step, state, config.to_dict())
+      if jax.process_index() == 0:
+        workdir_lib.write_train_seconds(
+            workdir, step, earlier_sessions_seconds + time.time() - session_start)
 
   checkpointer.wait_until_finished()
   checkpointer.close()

@@ -26,3 +26,25 @@ def write_json_atomically(path: str, payload) -> None:
     json.dump(payload, f, indent=2, sort_keys=True, default=float)
     tmp = f.name
   os.replace(tmp, path)
+
+
+TRAIN_TIME_FILE = "train_time.json"
+
+
+def read_train_seconds(workdir: str, step: int) -> float:
+  """Wall-clock training time that produced the checkpoint at `step` (0 if unknown).
+
+  Summed over every session of a resumed run; time spent after a session's
+  last checkpoint is lost work and not counted.
+  """
+  try:
+    with open(os.path.join(workdir, TRAIN_TIME_FILE)) as f:
+      record = json.load(f)
+  except (OSError, ValueError):
+    return 0.0
+  return float(record["seconds"]) if record.get("step") == step else 0.0
+
+
+def write_train_seconds(workdir: str, step: int, seconds: float) -> None:
+  write_json_atomically(os.path.join(workdir, TRAIN_TIME_FILE),
+                        {"step": step, "seconds": seconds})
