@@ -48,6 +48,7 @@ flags.DEFINE_bool("render_only", False, "Re-render the report from --results, me
 # Worker-side flags (set by the parent, not by hand).
 flags.DEFINE_enum("worker", None, ["jax", "torch"], "Run as a worker process.")
 flags.DEFINE_integer("devices", 4, "JAX worker: XLA CPU devices.")
+flags.DEFINE_string("xla_flags", "", "JAX worker: extra XLA_FLAGS (settings tried).")
 flags.DEFINE_bool("donate", True, "JAX worker: donate the train state to the step.")
 flags.DEFINE_bool("channels_last", False, "PyTorch worker: channels-last memory format.")
 flags.DEFINE_integer("threads", 2, "PyTorch worker: intra-op threads (one per core).")
@@ -89,6 +90,8 @@ class JaxWorker:
 
   def __init__(self):
     from brainseg_jax import parallel
+    if FLAGS.xla_flags:
+      os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FLAGS.xla_flags}".strip()
     parallel.split_host_into_devices(FLAGS.devices)
     import jax
     self.jax = jax
@@ -415,6 +418,10 @@ def run_benchmark():
                 "jax, 2 devices": ("--worker=jax", "--devices=2"),
                 "jax, 8 devices": ("--worker=jax", "--devices=8"),
                 "jax, 4 devices, no donation": ("--worker=jax", "--devices=4", "--nodonate"),
+                "jax, 4 devices, oneDNN": ("--worker=jax", "--devices=4",
+                                           "--xla_flags=--xla_cpu_use_onednn=true"),
+                "jax, 4 devices, XNNPACK": ("--worker=jax", "--devices=4",
+                                            "--xla_flags=--xla_cpu_use_xnnpack=true"),
                 "torch, channels-last": ("--worker=torch", "--channels_last",
                                          f"--threads={FLAGS.threads}"),
                 "torch, 1 thread": ("--worker=torch", "--threads=1")}
