@@ -29,7 +29,9 @@ class PrepConfig:
   # Affine registration to MNI152 2009a ("affine" or "none": scan already in template space).
   registration: str = "affine"
   registration_metric: str = "mattes_mi"  # mutual information works across contrasts
-  registration_seed: int = 0
+  # Seed of the metric's voxel sampling; must be > 0 (SimpleITK takes 0 as "seed from the
+  # clock", which made registrations differ from run to run).
+  registration_seed: int = 1
   # Brain extraction: "given" uses the brain-mask file (error if missing), "template" carries
   # the template brain mask through the registration, "auto" uses a given mask when present.
   brain_mask: str = "auto"

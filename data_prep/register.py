@@ -70,6 +70,9 @@ def _fixed() -> tuple[sitk.Image, sitk.Image, sitk.Image]:
 
 def _method(fixed_mask, seed: int, metric: str, learning_rate: float = 1.0,
             levels=(4, 2, 1), iterations: int = 100) -> sitk.ImageRegistrationMethod:
+  if seed <= 0:
+    raise ValueError(f"registration_seed must be > 0, got {seed}: SimpleITK takes 0 to mean "
+                     "'seed from the clock', which makes the registration irreproducible")
   reg = sitk.ImageRegistrationMethod()
   reg.SetNumberOfThreads(1)
   if metric == "mattes_mi":
@@ -112,7 +115,7 @@ def initial_translation(moving: sitk.Image) -> np.ndarray:
   return centre
 
 
-def register_affine(moving: sitk.Image, seed: int = 0, metric: str = "mattes_mi") -> np.ndarray:
+def register_affine(moving: sitk.Image, seed: int = 1, metric: str = "mattes_mi") -> np.ndarray:
   """4x4 RAS map from template world to `moving`'s world."""
   fixed, metric_mask, cut_mask = _fixed()
   moving = sitk.Cast(moving, sitk.sitkFloat32)

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from data_prep import pipeline
+from data_prep import pipeline, register
 from data_prep.config import PrepConfig
 
 
@@ -65,10 +65,28 @@ def test_elderly_lesion_mask_stays_on_bright_white_matter_lesions(elderly):
   assert elderly.image[lesion].mean() > elderly.image[brain & ~lesion].mean() + 0.2
 
 
-def test_template_brain_mask_matches_the_ixi_parcellation(sample_data_dir):
+@pytest.fixture(scope="module")
+def ixi079(sample_data_dir):
+  return pipeline.preprocess(sample_data_dir / "ixi_t1" / "t1" / "IXI079-HH-1388_T1.nii.gz",
+                             PrepConfig(resolution=32))
+
+
+def test_template_brain_mask_matches_the_ixi_parcellation(sample_data_dir, ixi079):
   """IXI079 is a scan where, without the scale prior, the template brain grew over the skull."""
   root = sample_data_dir / "ixi_t1"
-  result = pipeline.preprocess(root / "t1" / "IXI079-HH-1388_T1.nii.gz",
-                               PrepConfig(resolution=32))
+  result = ixi079
   parcellation = nib.load(root / "dlmuse" / "IXI079-HH-1388_T1_DLMUSE.nii.gz").get_fdata() > 0
   assert _dice(pipeline.template_mask_on_scan(result.record), parcellation) > 0.92
+
+
+def test_preprocessing_is_reproducible(sample_data_dir, ixi079):
+  """The same scan and config give the same registration and slices, run after run."""
+  again = pipeline.preprocess(sample_data_dir / "ixi_t1" / "t1" / "IXI079-HH-1388_T1.nii.gz",
+                              PrepConfig(resolution=32))
+  np.testing.assert_array_equal(again.record.template_to_scan, ixi079.record.template_to_scan)
+  np.testing.assert_array_equal(again.image, ixi079.image)
+
+
+def test_clock_seeded_registration_is_refused():
+  with pytest.raises(ValueError, match="registration_seed must be > 0"):
+    register._method(None, seed=0, metric="mattes_mi")
