@@ -17,7 +17,7 @@ import tensorflow_datasets as tfds
 
 from brainseg_jax.datasets import schema
 from brainseg_jax.errors import UserError
-from data_prep import cache, runner
+from data_prep import cache, pipeline, runner
 from data_prep.cases import Case
 from data_prep.config import PrepConfig
 
@@ -66,6 +66,20 @@ class NiftiSlicesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     root = getattr(self, "_data_dir_root", None) or os.path.dirname(self.data_dir)
     return os.path.join(root, "prep_cache", self.name,
                         f"{self.builder_config.name}-{self.prep_config().digest()}")
+
+  def to_original_grid(self, subject_id: str, volume: np.ndarray):
+    """A (S, R, R[, 1]) stack of this subject's slices on its original scan's grid.
+
+    Uses the per-volume record the build cached (affines, registration, kept
+    slices). Integer stacks (predictions, labels) are resampled nearest.
+    """
+    path = cache.path_for(self.prep_work_dir(), subject_id)
+    if not os.path.exists(path):
+      raise UserError(f"dataset {self.name}: no preprocessing record of {subject_id} at {path} "
+                      "(the build's cache was removed or built with other preprocessing "
+                      "settings); rebuild the dataset or set eval.write_nifti=False")
+    order = 0 if np.issubdtype(np.asarray(volume).dtype, np.integer) else 1
+    return pipeline.to_original_grid(volume, cache.load(path).record, order=order)
 
   def _split_generators(self, dl_manager):
     manual_dir = os.fspath(dl_manager.manual_dir)

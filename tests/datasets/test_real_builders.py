@@ -124,6 +124,15 @@ def test_tcga_builds_into_the_slice_schema(sample_data_dir, data_dir):
     assert v.image.shape == (24, 32, 32, 1) and v.anomaly_type == "glioma"
     assert v.anomaly_mask.any() and not (v.anomaly_mask & ~v.brain_mask).any()
     assert v.image[~v.brain_mask].max() == 0
+  # Evaluation writes its maps on each scan's own grid through the build's records.
+  truth_file = sample_data_dir / "tcga_glioma" / "TCGA-DU-7294" / \
+      "TCGA-DU-7294_tumor_fusion_mav.nii.gz"
+  truth = nib.load(truth_file)
+  back = input_pipeline.to_original_grid(builder, "TCGA-DU-7294",
+                                         volumes[1].anomaly_mask.astype(np.uint8))
+  assert back.shape == truth.shape and np.allclose(back.affine, truth.affine)
+  a, b = back.get_fdata() > 0.5, truth.get_fdata() > 0
+  assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.7  # 32x32 slices, back onto 1 mm
   example = builder.as_data_source(split="test")[0]
   assert example["source_file"].decode().endswith("_fla_bet_normalized.nii.gz")
   assert example["modality"].decode() == "flair"
