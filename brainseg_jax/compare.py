@@ -12,6 +12,7 @@ rerun after an interruption.
 import ast
 import importlib.util
 import os
+import shlex
 import sys
 
 from absl import app, flags, logging
@@ -115,7 +116,7 @@ def main(argv):
     sys.exit(1)
   title = FLAGS.title or f"{results[0]['dataset']} (test: {results[0]['test_dataset']})"
   table = markdown_table(results, title)
-  command = "python -m brainseg_jax.compare " + " ".join(sys.argv[1:])
+  command = "python -m brainseg_jax.compare " + shlex.join(sys.argv[1:])
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
   with open(FLAGS.output, "w") as f:
     f.write(f"{table}\nMade by `{command}`.\n")
