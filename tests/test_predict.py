@@ -39,6 +39,22 @@ def test_maps_are_on_the_input_grid_and_find_the_tumour(vae_smoke_run, glioma_fl
   assert (tmp_path / f"{stem}_overlay.png").stat().st_size > 10_000
 
 
+def test_raw_scan_with_skull_in_another_orientation_maps_back_onto_its_lesions(
+    vae_smoke_run, sample_data_dir, tmp_path):
+  """An elderly FLAIR: LPS, 2 mm, skull on, native head position; lesions are hyperintense."""
+  scan_path = sample_data_dir / "elderly_flair" / "flair" / "Subj12_FL.nii.gz"
+  lesions = nib.load(sample_data_dir / "elderly_flair" / "wmh" / "Subj12_FL_DLWMLS.nii.gz")
+  _predict(vae_smoke_run[0], scan_path, tmp_path)
+  scan = nib.load(scan_path)
+  anomaly = nib.load(tmp_path / "Subj12_FL_anomaly_map.nii.gz")
+  assert anomaly.shape == scan.shape
+  np.testing.assert_allclose(anomaly.affine, scan.affine, atol=1e-5)
+  anomaly = anomaly.get_fdata()
+  lesion = lesions.get_fdata() > 0
+  scored = anomaly > 0  # the brain the map covers, carried from the template
+  assert anomaly[lesion].mean() > 1.5 * anomaly[scored & ~lesion].mean()
+
+
 def test_a_folder_with_a_corrupt_scan_skips_it_and_says_so(vae_smoke_run, glioma_flair, tmp_path):
   folder = tmp_path / "scans"
   folder.mkdir()
