@@ -32,6 +32,26 @@ from flax.training import train_state
 from brainseg_jax.models.base import Model
 
 
+def _example_layer_norm(x):
+  """Layer norm over all of an example's features (rows, columns and channels)."""
+  return nn.LayerNorm(reduction_axes=(-3, -2, -1), feature_axes=-1)(x)
+
+
+def _with_coordinates(images):
+  """Appends each pixel's row and column (in [-1, 1]) as two channels.
+
+  Blank slices (above and below the brain) are constant images; through
+  convolutions they stay constant, and every layer norm then divides by
+  sqrt(epsilon): the critic's input gradient reached norms of 1e3-1e10 there
+  and the gradient penalty spiked to 1e5-1e6 in training. With coordinate
+  channels no feature map of the critic is constant, so the norms stay finite.
+  """
+  b, h, w, _ = images.shape
+  rows, cols = jnp.meshgrid(jnp.linspace(-1, 1, h), jnp.linspace(-1, 1, w), indexing="ij")
+  coords = jnp.broadcast_to(jnp.stack([rows, cols], -1), (b, h, w, 2)).astype(images.dtype)
+  return jnp.concatenate([images, coords], axis=-1)
+
+
 class ResidualBlock(nn.Module):
   """Two 3x3 convs with a (1x1-projected) skip; optionally halves or doubles the size.
 
@@ -56,11 +76,11 @@ class ResidualBlock(nn.Module):
     skip = nn.Conv(self.features, (1, 1))(self._resample(x))
     h = x
     if self.layer_norm:
-      h = nn.LayerNorm()(h)
+      h = _example_layer_norm(h)
     h = nn.Conv(self.features, (3, 3))(nn.leaky_relu(h, 0.2))
     h = self._resample(h)
     if self.layer_norm:
-      h = nn.LayerNorm()(h)
+      h = _example_layer_norm(h)
     h = nn.Conv(self.features, (3, 3))(nn.leaky_relu(h, 0.2))
     return skip + h
 
@@ -89,7 +109,7 @@ class Critic(nn.Module):
   @nn.compact
   def __call__(self, x):
     levels = _levels(x.shape[1])
-    x = nn.Conv(_widths(self.channels, levels)[0], (3, 3))(x)
+    x = nn.Conv(_widths(self.channels, levels)[0], (3, 3))(_with_coordinates(x))
     for features in _widths(self.channels, levels):
       x = ResidualBlock(features, "down", layer_norm=True)(x)
     features = nn.leaky_relu(x, 0.2).reshape(x.shape[0], -1)

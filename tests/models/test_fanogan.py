@@ -120,3 +120,20 @@ def test_slice_score_adds_the_feature_term(gan):
   scores = gan.slice_score(state, images)
   assert scores.shape == (4,)
   assert np.all(np.asarray(scores) > np.asarray(image_term))
+
+
+def test_critic_gradient_stays_bounded_on_blank_slices():
+  """Blank slices (outside the brain) must not blow up the gradient penalty."""
+  config = tiny_config()
+  config.dataset.resolution = 32  # several layer norms in a row, as in the real critic
+  model = fanogan.FAnoGAN(config)
+  state = model.create_state(jax.random.key(0), (32, 32, 1))
+
+  def input_gradient_norms(images):
+    grads = jax.grad(lambda x: jnp.sum(model.critique(state.critic.params, x)[0]))(images)
+    return np.linalg.norm(np.asarray(grads).reshape(len(images), -1), axis=-1)
+
+  blank = input_gradient_norms(jnp.zeros((2, 32, 32, 1)))
+  textured = input_gradient_norms(smooth_batch(2, 32))
+  assert np.all(np.isfinite(blank))
+  assert blank.max() < 10 * textured.max(), (blank, textured)
