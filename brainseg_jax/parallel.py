@@ -20,7 +20,8 @@ def split_host_into_devices(num_devices: int):
   On a CPU-only machine one XLA device keeps about one core busy; several
   devices with the batch sharded over them trained 2x faster on 2 cores.
   It has no effect on GPU or TPU backends. An explicit
-  --xla_force_host_platform_device_count in XLA_FLAGS wins.
+  --xla_force_host_platform_device_count in XLA_FLAGS wins. With several
+  devices each runs its kernels on one thread (`single_threaded_device_kernels`).
   """
   if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     jax.config.update("jax_num_cpu_devices", num_devices)
