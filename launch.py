@@ -26,5 +26,11 @@ def train_then_evaluate(config, workdir):
   return result
 
 
+def main():
+  cli.define_config_flags()
+  cli.define_device_flags(distributed=True)
+  cli.run(lambda: train_then_evaluate(*cli.experiment(default_workdir)))
+
+
 if __name__ == "__main__":
-  cli.run(train_then_evaluate, default_workdir=default_workdir)
+  main()

@@ -3,8 +3,14 @@
 Kept apart from the measuring so the text can be re-rendered from a saved run
 (`--render_only`) without another 8 minutes on a shared machine. The prose
 only states what the numbers of that run show.
+
+The numbers and the words are kept apart too: `derive_numbers` computes every
+number the report quotes, once, and each `_*_section` function only puts words
+around them. A number can then be checked without reading prose, and the prose
+edited without touching arithmetic.
 """
 
+import dataclasses
 import statistics
 
 MODELS = ("ae", "vae")
@@ -12,14 +18,76 @@ TARGET_RATIO = 1.5
 # A 2048x2048 fp32 GEMM reaches ~200 GFLOP/s on these 2 cores when nothing else runs;
 # a run whose own GEMM measurement falls well below that shared the machine.
 IDLE_GEMM_GFLOPS = 150
+# Settings the prose discusses by name (labels of train_benchmark.py's settings workers).
+ONE_THREAD = "torch, 1 thread"
+ONEDNN = "jax, 4 devices, oneDNN"
+
+
+# -------------------------------------------------------------------------------- numbers
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelNumbers:
+  """What the report quotes about one model's train step, JAX against PyTorch."""
+
+  params: int
+  jax_rate: float  # images/s, median window
+  torch_rate: float
+  ratio: float  # JAX / PyTorch of the median rates
+  best_ratio: float  # fastest PyTorch window / fastest JAX window
+  jax_step: float  # s/step, median window
+  torch_step: float
+  first_call: float  # s: trace + compile + run
+  warm_step: float  # s
+  compiled_versions: int
+  gflop: float  # XLA's count for one whole-batch step
+  achieved_gflops: float
+  fraction_of_peak: float  # of the GEMM rate measured in the same run
+  forward: float  # s, forward loss alone
+  forward_backward: float  # s, gradients without the optimiser
+  forward_backward_share: float  # of the median step, at most 1
+  backward_per_forward: float  # time of the backward pass over the forward's
+  gradient_vs_forward_rate: float  # FLOP rate of the backward over the forward's (2x the FLOPs)
+
+
+@dataclasses.dataclass(frozen=True)
+class SettingsNumbers:
+  """The AE settings phase: each setting's rate against its framework's re-timed default."""
+
+  repeats: int | str  # "?" for results saved before the count was recorded
+  jax_default: float  # images/s
+  torch_default: float
+  rates: dict[str, float]  # setting label -> images/s
+  vs_default: dict[str, float]  # setting label -> rate / its framework's default
+  one_thread_vs_jax: float | None  # PyTorch with one thread over JAX's default, if tried
+  jax_vs_one_thread: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportNumbers:
+  """Every number the report quotes, derived once from one run's raw results."""
+
+  runtime_min: float
+  repeats: int
+  window_steps: int
+  gemm: dict[str, float]  # GFLOP/s per framework
+  gemm_peak: float  # the best of them
+  quiet: bool  # the machine was otherwise idle (judged by the GEMM peak)
+  models: dict[str, ModelNumbers]  # in MODELS order
+  settings: SettingsNumbers | None  # None when the settings phase did not run
+  forward_mflop: float  # per image, 3x3 convolutions, by hand count
+  decoder_mflop: float
+  jax_ae_windows: tuple[float, float]  # fastest, slowest headline AE window, s
+  torch_ae_windows: tuple[float, float]
+  pipeline_rate: float  # images/s
+  pipeline_vs_training: float  # over the fastest training rate
+  prepare_seconds: float
+  evaluation: dict  # as measured: volumes, volumes_per_s, slices_per_s, ...
+  memory_mb: dict[str, float]  # peak RSS per framework
 
 
 def _gemm_peak(results):
   return max(v for k, v in results["gemm"].items() if k != "maxrss_mb")
-
-
-def _quiet(results):
-  return _gemm_peak(results) >= IDLE_GEMM_GFLOPS
 
 
 def _step_seconds(results, label, name):
@@ -30,203 +98,8 @@ def _best_ratio(results, name):
   return min(results["windows"][f"torch|{name}"]) / min(results["windows"][f"jax|{name}"])
 
 
-def render(results, images_per_s) -> str:
-  setup = results["setup"]
-  jax_rate = {n: images_per_s(results, "jax", n) for n in MODELS}
-  torch_rate = {n: images_per_s(results, "torch", n) for n in MODELS}
-  ratio = {n: jax_rate[n] / torch_rate[n] for n in MODELS}
-  peak = max(v for k, v in results["gemm"].items() if k != "maxrss_mb")
-  v = results["versions"]
-  lines = [
-      "# Benchmarks",
-      "",
-      "Training, input-pipeline and evaluation throughput of the default AE and VAE",
-      "(`configs/ae.py`, `configs/vae.py`: 128x128, channels (16, 32, 64, 128), dense latent",
-      "128, global batch 32), JAX against a PyTorch twin. Regenerate with:",
-      "",
-      "```",
-      "pip install -r bench/requirements.txt   # torch==2.13.0, CPU wheel",
-      f"python bench/train_benchmark.py --repeats={results['repeats']} "
-      f"--window_steps={results['window_steps']}",
-      "```",
-      "",
-      f"Measured {results['date']}, in {results['runtime_s'] / 60:.1f} min. Machine: 2 CPU cores,",
-      f"no GPU, Python {results['python']}; jax {v['jax']}, flax {v['flax']}, optax {v['optax']},",
-      f"numpy {v['numpy']}, torch {v['torch']}.",
-      "",
-      *_machine_paragraph(results),
-      "",
-      f"- `{results['load_before']}`",
-      f"- `{results['load_during']}`",
-      f"- `{results['load_after']}`",
-      "",
-      "JAX and PyTorch timed windows were interleaved (JAX, PyTorch, JAX, PyTorch, ...) in",
-      "one run so both saw the same conditions, and every number is a median of "
-      f"{results['repeats']} windows of {results['window_steps']} steps.",
-      "",
-      "![training throughput](figures/benchmark_throughput.png)",
-      "",
-      "## Training throughput",
-      "",
-      "| model | parameters (both) | JAX images/s | PyTorch images/s | JAX / PyTorch | "
-      "JAX s/step | PyTorch s/step | JAX / PyTorch, fastest windows |",
-      "|---|---:|---:|---:|---:|---:|---:|---:|",
-  ]
-  for n in MODELS:
-    lines.append(
-        f"| {n.upper()} | {setup[f'jax|{n}']['params']:,} | {jax_rate[n]:.1f} | "
-        f"{torch_rate[n]:.1f} | **{ratio[n]:.2f}x** | {_step_seconds(results, 'jax', n):.3f} | "
-        f"{_step_seconds(results, 'torch', n):.3f} | {_best_ratio(results, n):.2f}x |")
-  lines += [
-      "",
-      "- JAX: `brainseg_jax.train.jit_train_step` exactly as training uses it: `jax.jit` with",
-      "  the state replicated and the batch sharded (`NamedSharding`) over 4 XLA CPU devices",
-      "  (`parallel.split_host_into_devices(4)`), state donated.",
-      "- PyTorch: `bench/torch_twin.py`, eager mode, `torch.set_num_threads(2)` (one thread per",
-      "  core), NCHW. Same layers and the same numerics (a test copies the Flax parameters",
-      "  into the twin and gets the same reconstruction to 1e-5), same parameter count (asserted",
-      "  by the benchmark), same loss, same optimiser (global-norm clipping to 1.0, then Adam",
-      "  under the warm-up + cosine schedule; multi-tensor `foreach` Adam and clipping).",
-      "- Both step on one fixed, already-placed batch of 32 random images: this is the train",
-      "  step alone; the input pipeline is measured below.",
-      "- The last column divides the fastest PyTorch window by the fastest JAX window: an",
-      "  estimate of the ratio when neither is disturbed by the other users' load (see",
-      "  *What bounds it*).",
-      "",
-  ]
-  below = [n for n in MODELS if ratio[n] < TARGET_RATIO]
-  if below:
-    lines.append(f"The target was >= {TARGET_RATIO}x. It is **not reached** for "
-                 f"{', '.join(n.upper() for n in below)} in this run; see *What bounds it*.")
-  else:
-    lines.append(f"The target of >= {TARGET_RATIO}x is reached for both models in this run.")
-  best_below = [n.upper() for n in MODELS if _best_ratio(results, n) < TARGET_RATIO]
-  if best_below and not _quiet(results):
-    lines.append(f"On the fastest windows it is not reached for {', '.join(best_below)}: "
-                 "the medians' advantage comes largely from how the load slows PyTorch.")
-  slower = [n.upper() for n in MODELS if ratio[n] < 1]
-  if slower and _quiet(results):
-    lines.append(f"On the idle machine PyTorch's eager step is the faster one for "
-                 f"{', '.join(slower)}.")
-  lines += [
-      "",
-      "## Compilation (JAX)",
-      "",
-      "| model | first call (trace + compile + run), s | warm step, s | compiled versions "
-      "after all windows |",
-      "|---|---:|---:|---:|",
-  ]
-  for n in MODELS:
-    lines.append(f"| {n.upper()} | {setup[f'jax|{n}']['first_call']:.2f} | "
-                 f"{setup[f'jax|{n}']['warm_step']:.3f} | "
-                 f"{results['cache_sizes'][f'jax|{n}']} |")
-  lines += [
-      "",
-      "The step compiles once: the jitted step's `_cache_size()` is 1 after every timed window",
-      "of every JAX worker, and `tests/test_train.py` checks with",
-      "`jax.log_compiles` that steps after the first log no compilation. PyTorch eager has no",
-      "compile step (its first call includes allocator and thread-pool warm-up only).",
-      "",
-      "## Achieved FLOP rate (JAX)",
-      "",
-      "Work per step from XLA's cost analysis of the whole-batch step (`jax.jit(train_step)",
-      ".lower(state, images).compile().cost_analysis()['flops']`), divided by the median step",
-      f"time; the peak is the best {2048}x{2048} float32 matmul measured in the same run",
-      f"(JAX {results['gemm']['jax']:.0f}, numpy {results['gemm']['numpy']:.0f}, "
-      f"PyTorch {results['gemm']['torch']:.0f} GFLOP/s).",
-      "",
-      "| model | GFLOP per step | step, s | achieved GFLOP/s | GEMM peak, GFLOP/s | "
-      "fraction of peak |",
-      "|---|---:|---:|---:|---:|---:|",
-  ]
-  for n in MODELS:
-    flops = setup[f"jax|{n}"]["flops"] / 1e9
-    step = _step_seconds(results, "jax", n)
-    lines.append(f"| {n.upper()} | {flops:.1f} | {step:.3f} | {flops / step:.1f} | {peak:.0f} | "
-                 f"{flops / step / peak:.0%} |")
-  lines += [
-      "",
-      *(["The GEMM rate measured here is the idle rate of these 2 cores (~200 GFLOP/s)."]
-        if _quiet(results) else
-        ["The GEMM peak measured here is far below the ~200 GFLOP/s these 2 cores give when",
-         "idle: the matmul ran under the same background load. The fraction is therefore of",
-         "what the machine delivered during the run, not of its idle peak."]),
-      "",
-      "## Where the JAX step's time goes",
-      "",
-      "Forward loss alone and forward + backward (gradients, no optimiser), jitted with the",
-      "same shardings, median of repeated calls, against the full step:",
-      "",
-      "| model | forward, s | forward + backward, s | full step, s | backward / forward |",
-      "|---|---:|---:|---:|---:|",
-  ]
-  for n in MODELS:
-    p = results["profile"][n]
-    lines.append(f"| {n.upper()} | {p['forward']:.3f} | {p['forward_backward']:.3f} | "
-                 f"{_step_seconds(results, 'jax', n):.3f} | "
-                 f"{(p['forward_backward'] - p['forward']) / p['forward']:.1f}x |")
-  lines += [""]
-  lines += _ablation_section(results, images_per_s)
-  lines += _bounds_section(results, images_per_s, ratio)
-  pipe = results["pipeline"]
-  ev = results["evaluation"]
-  fastest_training = max(jax_rate.values())
-  lines += [
-      "## Input pipeline",
-      "",
-      "`input_pipeline.train_batches` (TFDS array_record + grain, 2 read threads, batch 32,",
-      f"synthetic_brain flair_128): **{pipe['images_per_s']:.0f} images/s**, "
-      f"{pipe['images_per_s'] / fastest_training:.0f}x the fastest training step above, so the",
-      "pipeline does not bound training (opening the already-built dataset took "
-      f"{pipe['prepare_seconds']:.1f} s; building it the first time takes ~45 s).",
-      "",
-      "## Evaluation",
-      "",
-      f"`scoring.VolumeScorer` (VAE, 4 devices) over the {ev['volumes']} test volumes of",
-      f"synthetic_brain flair_128 (jitted reconstruction + anomaly map, host transfer): "
-      f"**{ev['volumes_per_s']:.2f} volumes/s** ({ev['slices_per_s']:.0f} slices/s); the first",
-      f"volume, with compilation, took {ev['first_call']:.2f} s; compiled versions: "
-      f"{ev['compiled_versions']}. Metrics and post-processing are not included here;",
-      "`bench/scoring_benchmark.py` times the whole per-volume path.",
-      "",
-      "## Peak memory",
-      "",
-      "`ru_maxrss` of each framework's worker process after its AE and VAE training windows",
-      "(each worker holds both models; includes the framework runtime):",
-      "",
-      "| framework | peak RSS, MB |",
-      "|---|---:|",
-      f"| JAX (4 devices) | {results['memory']['jax']:.0f} |",
-      f"| PyTorch | {results['memory']['torch']:.0f} |",
-      "",
-  ]
-  return "\n".join(lines) + "\n"
-
-
-def _ablation_section(results, images_per_s):
-  labels = [k.split("|")[0] for k in results["windows"] if k.endswith("|ae_settings")]
-  labels = [k for k in labels if k not in ("jax", "torch")]
-  if not labels:
-    return []
-  base_jax = images_per_s(results, "jax", "ae_settings")
-  base_torch = images_per_s(results, "torch", "ae_settings")
-  lines = [
-      "## Settings tried (AE)",
-      "",
-      "Measured after the headline rounds, in the same run: each setting in its own worker,",
-      "interleaved with the two defaults, which are re-timed in this phase as the baseline",
-      f"(median of {results.get('ablation_repeats', '?')} windows each).",
-      "",
-      "| setting | images/s | vs the default of its framework |",
-      "|---|---:|---:|",
-      f"| jax, 4 devices, donation (default, as train.py) | {base_jax:.1f} | 1.00x |",
-      f"| torch, 2 threads, NCHW (default above) | {base_torch:.1f} | 1.00x |",
-  ]
-  for label in labels:
-    rate = images_per_s(results, label, "ae_settings")
-    base = base_jax if label.startswith("jax") else base_torch
-    lines.append(f"| {label} | {rate:.1f} | {rate / base:.2f}x |")
-  return lines + [""]
+def _window_range(results, key):
+  return min(results["windows"][key]), max(results["windows"][key])
 
 
 def _conv_flops(channels=(16, 32, 64, 128), size=128):
@@ -245,93 +118,345 @@ def _conv_flops(channels=(16, 32, 64, 128), size=128):
   return encoder, decoder
 
 
-def _bounds_section(results, images_per_s, ratio):
-  """What limits the ratio, from this run's numbers."""
+def _model_numbers(results, images_per_s, name, peak) -> ModelNumbers:
+  """One model's rates, step times, FLOP rate and forward/backward split."""
+  setup = results["setup"][f"jax|{name}"]
+  profile = results["profile"][name]
+  jax_rate = images_per_s(results, "jax", name)
+  torch_rate = images_per_s(results, "torch", name)
+  step = _step_seconds(results, "jax", name)
+  gflop = setup["flops"] / 1e9
+  backward = (profile["forward_backward"] - profile["forward"]) / profile["forward"]
+  return ModelNumbers(
+      params=setup["params"], jax_rate=jax_rate, torch_rate=torch_rate,
+      ratio=jax_rate / torch_rate, best_ratio=_best_ratio(results, name), jax_step=step,
+      torch_step=_step_seconds(results, "torch", name), first_call=setup["first_call"],
+      warm_step=setup["warm_step"], compiled_versions=results["cache_sizes"][f"jax|{name}"],
+      gflop=gflop, achieved_gflops=gflop / step, fraction_of_peak=gflop / step / peak,
+      forward=profile["forward"], forward_backward=profile["forward_backward"],
+      forward_backward_share=min(profile["forward_backward"] / step, 1),
+      backward_per_forward=backward, gradient_vs_forward_rate=2 / backward)
+
+
+def _settings_numbers(results, images_per_s) -> SettingsNumbers | None:
+  """The settings phase's rates, each against the default of its own framework."""
+  labels = [k.split("|")[0] for k in results["windows"] if k.endswith("|ae_settings")]
+  labels = [k for k in labels if k not in ("jax", "torch")]
+  if not labels:
+    return None
+  jax_default = images_per_s(results, "jax", "ae_settings")
+  torch_default = images_per_s(results, "torch", "ae_settings")
+  rates = {label: images_per_s(results, label, "ae_settings") for label in labels}
+  vs_default = {label: rate / (jax_default if label.startswith("jax") else torch_default)
+                for label, rate in rates.items()}
+  one = rates.get(ONE_THREAD)
+  return SettingsNumbers(
+      repeats=results.get("ablation_repeats", "?"), jax_default=jax_default,
+      torch_default=torch_default, rates=rates, vs_default=vs_default,
+      one_thread_vs_jax=None if one is None else one / jax_default,
+      jax_vs_one_thread=None if one is None else jax_default / one)
+
+
+def derive_numbers(results, images_per_s) -> ReportNumbers:
+  """Every number the report quotes, from train_benchmark.py's raw results.
+
+  `images_per_s(results, label, name)` is train_benchmark.py's median rate of a
+  set of timed windows; it is passed in so the rate has one definition.
+  """
+  peak = _gemm_peak(results)
+  models = {n: _model_numbers(results, images_per_s, n, peak) for n in MODELS}
   encoder, decoder = _conv_flops()
-  p = results["profile"]["ae"]
-  step = _step_seconds(results, "jax", "ae")
-  jax_ae = images_per_s(results, "jax", "ae")
-  backward = (p["forward_backward"] - p["forward"]) / p["forward"]
-  peak = max(v for k, v in results["gemm"].items() if k != "maxrss_mb")
-  fraction = results["setup"]["jax|ae"]["flops"] / 1e9 / step / peak
-  spread = min(results["windows"]["jax|ae"]), max(results["windows"]["jax|ae"])
-  torch_spread = min(results["windows"]["torch|ae"]), max(results["windows"]["torch|ae"])
-  lines = [
+  pipeline = results["pipeline"]
+  return ReportNumbers(
+      runtime_min=results["runtime_s"] / 60, repeats=results["repeats"],
+      window_steps=results["window_steps"], gemm=results["gemm"], gemm_peak=peak,
+      quiet=peak >= IDLE_GEMM_GFLOPS, models=models,
+      settings=_settings_numbers(results, images_per_s),
+      forward_mflop=(encoder + decoder) / 1e6, decoder_mflop=decoder / 1e6,
+      jax_ae_windows=_window_range(results, "jax|ae"),
+      torch_ae_windows=_window_range(results, "torch|ae"),
+      pipeline_rate=pipeline["images_per_s"],
+      pipeline_vs_training=pipeline["images_per_s"] / max(m.jax_rate for m in models.values()),
+      prepare_seconds=pipeline["prepare_seconds"], evaluation=results["evaluation"],
+      memory_mb=results["memory"])
+
+
+# -------------------------------------------------------------------------------- words
+
+
+def render(results, images_per_s) -> str:
+  """docs/benchmarks.md for one run: its sections, in order, joined."""
+  n = derive_numbers(results, images_per_s)
+  sections = [
+      _title_section(results, n), _conditions_section(results, n), _throughput_section(n),
+      _compilation_section(n), _flop_rate_section(n), _time_split_section(n),
+      _settings_section(n.settings), _bounds_section(n), _pipeline_section(n),
+      _evaluation_section(n.evaluation), _memory_section(n.memory_mb),
+  ]
+  return "\n".join(line for section in sections for line in section) + "\n"
+
+
+def _table(columns, rows):
+  """A Markdown table: the first column names the row (left), the rest are numbers (right)."""
+  return [_table_row(columns), "|---|" + "---:|" * (len(columns) - 1),
+          *(_table_row(row) for row in rows)]
+
+
+def _table_row(cells):
+  return "| " + " | ".join(cells) + " |"
+
+
+def _title_section(results, n):
+  """What is compared, how to regenerate it, and which software measured it."""
+  v = results["versions"]
+  return [
+      "# Benchmarks",
+      "",
+      "Training, input-pipeline and evaluation throughput of the default AE and VAE",
+      "(`configs/ae.py`, `configs/vae.py`: 128x128, channels (16, 32, 64, 128), dense latent",
+      "128, global batch 32), JAX against a PyTorch twin. Regenerate with:",
+      "",
+      "```",
+      "pip install -r bench/requirements.txt   # torch==2.13.0, CPU wheel",
+      f"python bench/train_benchmark.py --repeats={n.repeats} --window_steps={n.window_steps}",
+      "```",
+      "",
+      f"Measured {results['date']}, in {n.runtime_min:.1f} min. Machine: 2 CPU cores,",
+      f"no GPU, Python {results['python']}; jax {v['jax']}, flax {v['flax']}, optax {v['optax']},",
+      f"numpy {v['numpy']}, torch {v['torch']}.",
+      "",
+  ]
+
+
+def _conditions_section(results, n):
+  """How loaded the machine was and how the timing shared it: every number depends on it."""
+  return [
+      *_machine_paragraph(n),
+      "",
+      *(f"- `{results[key]}`" for key in ("load_before", "load_during", "load_after")),
+      "",
+      "JAX and PyTorch timed windows were interleaved (JAX, PyTorch, JAX, PyTorch, ...) in",
+      "one run so both saw the same conditions, and every number is a median of "
+      f"{n.repeats} windows of {n.window_steps} steps.",
+      "",
+      "![training throughput](figures/benchmark_throughput.png)",
+      "",
+  ]
+
+
+def _machine_paragraph(n):
+  if n.quiet:
+    return [f"**The machine was otherwise idle**: the GEMM measured in the run reached "
+            f"{n.gemm_peak:.0f} GFLOP/s,",
+            "the idle rate of these 2 cores. `uptime` before, during (after the timed windows)",
+            "and after (the load averages decay slowly and still count jobs that ended just",
+            "before):"]
+  return ["**The machine was shared**: other jobs ran on the same 2 cores during the run",
+          f"(its GEMM reached only {n.gemm_peak:.0f} GFLOP/s of the ~200 idle). "
+          "`uptime` before, during",
+          "(after the timed windows) and after:"]
+
+
+# What the two timed steps are, so the ratio compares like with like.
+_HOW_THE_STEPS_RUN = (
+    "- JAX: `brainseg_jax.train.jit_train_step` exactly as training uses it: `jax.jit` with",
+    "  the state replicated and the batch sharded (`NamedSharding`) over 4 XLA CPU devices",
+    "  (`parallel.split_host_into_devices(4)`), state donated.",
+    "- PyTorch: `bench/torch_twin.py`, eager mode, `torch.set_num_threads(2)` (one thread per",
+    "  core), NCHW. Same layers and the same numerics (a test copies the Flax parameters",
+    "  into the twin and gets the same reconstruction to 1e-5), same parameter count (asserted",
+    "  by the benchmark), same loss, same optimiser (global-norm clipping to 1.0, then Adam",
+    "  under the warm-up + cosine schedule; multi-tensor `foreach` Adam and clipping).",
+    "- Both step on one fixed, already-placed batch of 32 random images: this is the train",
+    "  step alone; the input pipeline is measured below.",
+    "- The last column divides the fastest PyTorch window by the fastest JAX window: an",
+    "  estimate of the ratio when neither is disturbed by the other users' load (see",
+    "  *What bounds it*).",
+)
+
+
+def _throughput_section(n):
+  """The headline: JAX against PyTorch training images/s, and whether the target was met."""
+  rows = [(name.upper(), f"{m.params:,}", f"{m.jax_rate:.1f}", f"{m.torch_rate:.1f}",
+           f"**{m.ratio:.2f}x**", f"{m.jax_step:.3f}", f"{m.torch_step:.3f}",
+           f"{m.best_ratio:.2f}x") for name, m in n.models.items()]
+  columns = ("model", "parameters (both)", "JAX images/s", "PyTorch images/s", "JAX / PyTorch",
+             "JAX s/step", "PyTorch s/step", "JAX / PyTorch, fastest windows")
+  return [
+      "## Training throughput",
+      "",
+      *_table(columns, rows),
+      "",
+      *_HOW_THE_STEPS_RUN,
+      "",
+      *_target_verdict(n),
+      "",
+  ]
+
+
+def _target_verdict(n):
+  """Whether the JAX / PyTorch target was reached, and how far the load explains it."""
+  below = [name.upper() for name, m in n.models.items() if m.ratio < TARGET_RATIO]
+  if below:
+    lines = [f"The target was >= {TARGET_RATIO}x. It is **not reached** for "
+             f"{', '.join(below)} in this run; see *What bounds it*."]
+  else:
+    lines = [f"The target of >= {TARGET_RATIO}x is reached for both models in this run."]
+  best_below = [name.upper() for name, m in n.models.items() if m.best_ratio < TARGET_RATIO]
+  if best_below and not n.quiet:
+    lines.append(f"On the fastest windows it is not reached for {', '.join(best_below)}: "
+                 "the medians' advantage comes largely from how the load slows PyTorch.")
+  slower = [name.upper() for name, m in n.models.items() if m.ratio < 1]
+  if slower and n.quiet:
+    lines.append(f"On the idle machine PyTorch's eager step is the faster one for "
+                 f"{', '.join(slower)}.")
+  return lines
+
+
+def _compilation_section(n):
+  """JAX's one-off compile cost, and evidence that the timed step never recompiled."""
+  rows = [(name.upper(), f"{m.first_call:.2f}", f"{m.warm_step:.3f}", str(m.compiled_versions))
+          for name, m in n.models.items()]
+  columns = ("model", "first call (trace + compile + run), s", "warm step, s",
+             "compiled versions after all windows")
+  return [
+      "## Compilation (JAX)",
+      "",
+      *_table(columns, rows),
+      "",
+      "The step compiles once: the jitted step's `_cache_size()` is 1 after every timed window",
+      "of every JAX worker, and `tests/test_train.py` checks with",
+      "`jax.log_compiles` that steps after the first log no compilation. PyTorch eager has no",
+      "compile step (its first call includes allocator and thread-pool warm-up only).",
+      "",
+  ]
+
+
+def _flop_rate_section(n):
+  """How close the JAX step comes to the machine's matmul rate in the same run."""
+  rows = [(name.upper(), f"{m.gflop:.1f}", f"{m.jax_step:.3f}", f"{m.achieved_gflops:.1f}",
+           f"{n.gemm_peak:.0f}", f"{m.fraction_of_peak:.0%}") for name, m in n.models.items()]
+  columns = ("model", "GFLOP per step", "step, s", "achieved GFLOP/s", "GEMM peak, GFLOP/s",
+             "fraction of peak")
+  return [
+      "## Achieved FLOP rate (JAX)",
+      "",
+      "Work per step from XLA's cost analysis of the whole-batch step (`jax.jit(train_step)",
+      ".lower(state, images).compile().cost_analysis()['flops']`), divided by the median step",
+      "time; the peak is the best 2048x2048 float32 matmul measured in the same run",
+      f"(JAX {n.gemm['jax']:.0f}, numpy {n.gemm['numpy']:.0f}, "
+      f"PyTorch {n.gemm['torch']:.0f} GFLOP/s).",
+      "",
+      *_table(columns, rows),
+      "",
+      *_gemm_note(n.quiet),
+      "",
+  ]
+
+
+def _gemm_note(quiet):
+  """Which peak the fraction is of: the idle machine's, or what a shared one delivered."""
+  if quiet:
+    return ["The GEMM rate measured here is the idle rate of these 2 cores (~200 GFLOP/s)."]
+  return ["The GEMM peak measured here is far below the ~200 GFLOP/s these 2 cores give when",
+          "idle: the matmul ran under the same background load. The fraction is therefore of",
+          "what the machine delivered during the run, not of its idle peak."]
+
+
+def _time_split_section(n):
+  """Forward, backward and optimiser shares of the JAX step."""
+  rows = [(name.upper(), f"{m.forward:.3f}", f"{m.forward_backward:.3f}", f"{m.jax_step:.3f}",
+           f"{m.backward_per_forward:.1f}x") for name, m in n.models.items()]
+  columns = ("model", "forward, s", "forward + backward, s", "full step, s",
+             "backward / forward")
+  return [
+      "## Where the JAX step's time goes",
+      "",
+      "Forward loss alone and forward + backward (gradients, no optimiser), jitted with the",
+      "same shardings, median of repeated calls, against the full step:",
+      "",
+      *_table(columns, rows),
+      "",
+  ]
+
+
+def _settings_section(settings):
+  """The AE settings tried, each against its framework's default; nothing if none ran."""
+  if settings is None:
+    return []
+  rows = [("jax, 4 devices, donation (default, as train.py)", f"{settings.jax_default:.1f}",
+           "1.00x"),
+          ("torch, 2 threads, NCHW (default above)", f"{settings.torch_default:.1f}", "1.00x"),
+          *((label, f"{rate:.1f}", f"{settings.vs_default[label]:.2f}x")
+            for label, rate in settings.rates.items())]
+  return [
+      "## Settings tried (AE)",
+      "",
+      "Measured after the headline rounds, in the same run: each setting in its own worker,",
+      "interleaved with the two defaults, which are re-timed in this phase as the baseline",
+      f"(median of {settings.repeats} windows each).",
+      "",
+      *_table(("setting", "images/s", "vs the default of its framework"), rows),
+      "",
+  ]
+
+
+def _bounds_section(n):
+  """What limits the ratio, from this run's numbers, and what was done about it."""
+  return [
       "## What bounds it",
       "",
-      f"- **Convolutions, mostly their backward pass.** By hand count, {decoder / 1e6:.0f} of the",
-      f"  {(encoder + decoder) / 1e6:.0f} forward MFLOP per image are the decoder's 3x3",
+      *_convolution_bullet(n),
+      *_kernels_bullet(n.models["ae"]),
+      *_load_bullet(n),
+      *_one_thread_note(n.settings),
+      "",
+      *_steps_taken(n.settings),
+  ]
+
+
+def _convolution_bullet(n):
+  """Where the AE step's FLOPs and time are: the convolutions, mostly their backward."""
+  ae = n.models["ae"]
+  return [
+      "- **Convolutions, mostly their backward pass.** By hand count, "
+      f"{n.decoder_mflop:.0f} of the",
+      f"  {n.forward_mflop:.0f} forward MFLOP per image are the decoder's 3x3",
       "  convolutions at 16-128 px (the dense layers add ~4 MFLOP); XLA's count of the whole",
-      f"  step ({results['setup']['jax|ae']['flops'] / 1e9:.1f} GFLOP for 32 images) is ~3x the",
-      f"  forward, as expected. Forward + backward take {min(p['forward_backward'] / step, 1):.0%}"
+      f"  step ({ae.gflop:.1f} GFLOP for 32 images) is ~3x the",
+      f"  forward, as expected. Forward + backward take {ae.forward_backward_share:.0%}"
       " of the AE step, and the",
-      f"  backward costs {backward:.1f}x the forward where its FLOPs are 2x: XLA:CPU's gradient",
-      f"  convolutions (input and kernel) run at {2 / backward:.0%} of the forward's FLOP rate.",
+      f"  backward costs {ae.backward_per_forward:.1f}x the forward where its FLOPs are 2x: "
+      "XLA:CPU's gradient",
+      f"  convolutions (input and kernel) run at {ae.gradient_vs_forward_rate:.0%} of the "
+      "forward's FLOP rate.",
       "  The optimiser (clipping + Adam over",
       "  2.4-3.5 M parameters, fused by XLA) is the small remainder.",
+  ]
+
+
+def _kernels_bullet(ae):
+  """Why jit's advantages over eager matter little in a convolution-bound step."""
+  return [
       "- **Both frameworks run the same convolution FLOPs through optimised CPU conv",
       "  kernels** (XLA:CPU's and PyTorch's own). What jit adds over eager (fusion of the",
       "  elementwise ops and the optimiser, no Python dispatch) is a small share of a",
       "  conv-bound step, so the ratio mostly reflects the convolution kernels and how each",
       "  runtime spreads them over the 2 cores, not the framework overhead.",
-      f"  The AE step reaches {fraction:.0%} of the GEMM rate the machine delivered in the",
+      f"  The AE step reaches {ae.fraction_of_peak:.0%} of the GEMM rate the machine delivered "
+      "in the",
       "  same run.",
-      *_load_bullet(results, spread, torch_spread),
   ]
-  if "torch, 1 thread|ae_settings" in results["windows"]:
-    one = images_per_s(results, "torch, 1 thread", "ae_settings")
-    jax_ae = images_per_s(results, "jax", "ae_settings")
-    lines += [
-        f"  In the settings phase PyTorch with **one** thread ran {one:.1f} images/s, "
-        f"{one / images_per_s(results, 'torch', 'ae_settings'):.2f}x its 2-thread",
-        f"  default and {one / jax_ae:.2f}x JAX's (JAX / PyTorch-1-thread = "
-        f"{jax_ae / one:.2f}x) in that phase. The headline",
-        "  ratio keeps the usual setting of one thread per core.",
-    ]
-  lines += [
-      "",
-      "Steps taken to raise the ratio, each measured in the table above (AE):",
-      "",
-      "1. Device count (`split_host_into_devices`): 1, 2, 4 (default), 8 XLA CPU devices.",
-      "2. Buffer donation of the train state (`donate_argnums=0`, train.py's default) vs none.",
-      "3. Layout: Flax convolutions are NHWC, XLA:CPU's native layout; the twin was also run",
-      "   channels-last, to check PyTorch is not handicapped by NCHW; and with 1 thread, to",
-      "   check the 2-thread baseline is not handicapped by oversubscription.",
-      "4. Already in the model before this benchmark: nearest resize + 3x3 conv instead of",
-      "   `ConvTranspose` in the decoder (its backward is ~3x faster on XLA:CPU,",
-      "   STACK-NOTES), and `jit` + `NamedSharding` instead of `pmap` (2x).",
-      "",
-      *(["5. XLA:CPU's alternative convolution libraries (`--xla_cpu_use_onednn=true`,",
-         "   `--xla_cpu_use_xnnpack=true`), in the table above as settings."]
-        if "jax, 4 devices, oneDNN|ae_settings" in results["windows"] else []),
-      "",
-      "Not tried in the time available: bfloat16 compute (the CPU has AVX512-BF16),",
-      "convolutions as explicit patch-extraction + matmul (the gradient would then run at",
-      "GEMM speed, at the cost of 9x the activation memory), and `torch.compile` for the",
-      "twin.",
-      "",
-  ]
-  return lines
 
 
-def _machine_paragraph(results):
-  if _quiet(results):
-    return [f"**The machine was otherwise idle**: the GEMM measured in the run reached "
-            f"{_gemm_peak(results):.0f} GFLOP/s,",
-            "the idle rate of these 2 cores. `uptime` before, during (after the timed windows)",
-            "and after (the load averages decay slowly and still count jobs that ended just",
-            "before):"]
-  return ["**The machine was shared**: other jobs ran on the same 2 cores during the run",
-          f"(its GEMM reached only {_gemm_peak(results):.0f} GFLOP/s of the ~200 idle). "
-          "`uptime` before, during",
-          "(after the timed windows) and after:"]
-
-
-def _load_bullet(results, spread, torch_spread):
-  window = (f"the headline JAX AE windows ({results['window_steps']} steps each) ranged "
-            f"{spread[0]:.2f}-{spread[1]:.2f} s for the same work, the PyTorch AE windows "
-            f"{torch_spread[0]:.2f}-{torch_spread[1]:.2f} s")
-  if _quiet(results):
+def _load_bullet(n):
+  """How much the other users' load moved the windows, and so the ratio."""
+  jax_fast, jax_slow = n.jax_ae_windows
+  torch_fast, torch_slow = n.torch_ae_windows
+  window = (f"the headline JAX AE windows ({n.window_steps} steps each) ranged "
+            f"{jax_fast:.2f}-{jax_slow:.2f} s for the same work, the PyTorch AE windows "
+            f"{torch_fast:.2f}-{torch_slow:.2f} s")
+  if n.quiet:
     return [
         "- **Not the load.** This run had the machine to itself; " + window + ".",
         "  Earlier runs on a loaded machine gave medians of 1.4-1.9x in JAX's favour: the",
@@ -346,6 +471,89 @@ def _load_bullet(results, spread, torch_spread):
       "  read against the spread of the windows: " + window + ". The 2-thread PyTorch step",
       "  is the one the load hurts most. The median ratio therefore includes the",
       "  robustness of each runtime to a shared machine; the fastest-window ratio "
-      f"({_best_ratio(results, 'ae'):.2f}x AE,",
-      f"  {_best_ratio(results, 'vae'):.2f}x VAE) better estimates the undisturbed speeds.",
+      f"({n.models['ae'].best_ratio:.2f}x AE,",
+      f"  {n.models['vae'].best_ratio:.2f}x VAE) better estimates the undisturbed speeds.",
+  ]
+
+
+def _one_thread_note(settings):
+  """PyTorch with one thread, if tried: whether 2 threads on 2 cores oversubscribe."""
+  if settings is None or ONE_THREAD not in settings.rates:
+    return []
+  return [
+      f"  In the settings phase PyTorch with **one** thread ran {settings.rates[ONE_THREAD]:.1f} "
+      f"images/s, {settings.vs_default[ONE_THREAD]:.2f}x its 2-thread",
+      f"  default and {settings.one_thread_vs_jax:.2f}x JAX's (JAX / PyTorch-1-thread = "
+      f"{settings.jax_vs_one_thread:.2f}x) in that phase. The headline",
+      "  ratio keeps the usual setting of one thread per core.",
+  ]
+
+
+def _steps_taken(settings):
+  """What was tried to raise the ratio (measured in the settings table) and what was not."""
+  tried = settings.rates if settings is not None else {}
+  return [
+      "Steps taken to raise the ratio, each measured in the table above (AE):",
+      "",
+      "1. Device count (`split_host_into_devices`): 1, 2, 4 (default), 8 XLA CPU devices.",
+      "2. Buffer donation of the train state (`donate_argnums=0`, train.py's default) vs none.",
+      "3. Layout: Flax convolutions are NHWC, XLA:CPU's native layout; the twin was also run",
+      "   channels-last, to check PyTorch is not handicapped by NCHW; and with 1 thread, to",
+      "   check the 2-thread baseline is not handicapped by oversubscription.",
+      "4. Already in the model before this benchmark: nearest resize + 3x3 conv instead of",
+      "   `ConvTranspose` in the decoder (its backward is ~3x faster on XLA:CPU,",
+      "   STACK-NOTES), and `jit` + `NamedSharding` instead of `pmap` (2x).",
+      "",
+      *(["5. XLA:CPU's alternative convolution libraries (`--xla_cpu_use_onednn=true`,",
+         "   `--xla_cpu_use_xnnpack=true`), in the table above as settings."]
+        if ONEDNN in tried else []),
+      "",
+      "Not tried in the time available: bfloat16 compute (the CPU has AVX512-BF16),",
+      "convolutions as explicit patch-extraction + matmul (the gradient would then run at",
+      "GEMM speed, at the cost of 9x the activation memory), and `torch.compile` for the",
+      "twin.",
+      "",
+  ]
+
+
+def _pipeline_section(n):
+  """Whether the input pipeline keeps up with the fastest training step."""
+  return [
+      "## Input pipeline",
+      "",
+      "`input_pipeline.train_batches` (TFDS array_record + grain, 2 read threads, batch 32,",
+      f"synthetic_brain flair_128): **{n.pipeline_rate:.0f} images/s**, "
+      f"{n.pipeline_vs_training:.0f}x the fastest training step above, so the",
+      "pipeline does not bound training (opening the already-built dataset took "
+      f"{n.prepare_seconds:.1f} s; building it the first time takes ~45 s).",
+      "",
+  ]
+
+
+def _evaluation_section(ev):
+  """Throughput of scoring test volumes, the other half of what a user waits for."""
+  return [
+      "## Evaluation",
+      "",
+      f"`scoring.VolumeScorer` (VAE, 4 devices) over the {ev['volumes']} test volumes of",
+      f"synthetic_brain flair_128 (jitted reconstruction + anomaly map, host transfer): "
+      f"**{ev['volumes_per_s']:.2f} volumes/s** ({ev['slices_per_s']:.0f} slices/s); the first",
+      f"volume, with compilation, took {ev['first_call']:.2f} s; compiled versions: "
+      f"{ev['compiled_versions']}. Metrics and post-processing are not included here;",
+      "`bench/scoring_benchmark.py` times the whole per-volume path.",
+      "",
+  ]
+
+
+def _memory_section(memory_mb):
+  """Peak RSS of each framework's worker, runtime included."""
+  return [
+      "## Peak memory",
+      "",
+      "`ru_maxrss` of each framework's worker process after its AE and VAE training windows",
+      "(each worker holds both models; includes the framework runtime):",
+      "",
+      *_table(("framework", "peak RSS, MB"), [("JAX (4 devices)", f"{memory_mb['jax']:.0f}"),
+                                             ("PyTorch", f"{memory_mb['torch']:.0f}")]),
+      "",
   ]

@@ -35,18 +35,17 @@ def main(argv):
   import jax
   import numpy as np
 
-  from brainseg_jax import eval as evaluation
-  from brainseg_jax import metrics, postprocess, scoring, train
+  from brainseg_jax import checkpoints, metrics, postprocess, scoring
   from brainseg_jax.datasets.input_pipeline import Volume
-  from brainseg_jax.models import create_model
+  from brainseg_jax.models import create_model, create_train_state
   from configs import vae
 
   config = vae.get_config()
   model = create_model(config)
   if FLAGS.trained_workdir:
-    state, _ = evaluation.restore_state(config, FLAGS.trained_workdir, model)
+    state, _ = checkpoints.restore_trained(config, FLAGS.trained_workdir, model)
   else:
-    state = train.create_train_state(model, config)
+    state = create_train_state(model, config)
   scorer = scoring.VolumeScorer(model, config.eval.residual)
   state = scorer.place(state)
 
@@ -64,7 +63,7 @@ def main(argv):
   post = config.eval.postprocess
 
   def score_and_measure():
-    recon, anomaly = evaluation.anomaly_maps(scorer, state, volume, post)
+    recon, anomaly = scoring.anomaly_maps(scorer, state, volume, post)
     b, t = brain[..., 0], truth[..., 0]
     result = {}
     for fpr in fprs:

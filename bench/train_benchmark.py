@@ -105,11 +105,11 @@ class JaxWorker:
     import numpy as np
 
     from brainseg_jax import parallel, train
-    from brainseg_jax.models import create_model
+    from brainseg_jax.models import create_model, create_train_state
     config = _config(name)
     model = create_model(config)
     size = config.dataset.resolution
-    host_state = train.create_train_state(model, config)
+    host_state = create_train_state(model, config)
     params = sum(x.size for x in jax.tree.leaves(host_state.params))
     images_np = np.random.default_rng(0).random((config.batch_size, size, size, 1), np.float32)
 
@@ -245,14 +245,13 @@ def _loss(config, params, images):
 
   import jax
 
-  from brainseg_jax.models import ae, vae
-  module_kwargs = dict(channels=tuple(config.model.channels), bottleneck=config.model.bottleneck,
-                       latent_dim=config.model.latent_dim)
+  from brainseg_jax.models import ae, layers, vae
+  architecture = layers.Architecture.from_config(config.model)
   rng = jax.random.fold_in(jax.random.key(config.seed), 0)
   if config.model.name == "ae":
-    fn = functools.partial(ae.loss_fn, ae.AutoEncoder(**module_kwargs))
+    fn = functools.partial(ae.loss_fn, ae.AutoEncoder(architecture))
   else:
-    fn = functools.partial(vae.loss_fn, vae.VariationalAutoEncoder(**module_kwargs),
+    fn = functools.partial(vae.loss_fn, vae.VariationalAutoEncoder(architecture),
                            kl_weight=config.model.kl_weight)
   return fn(params, images, rng)[0]
 

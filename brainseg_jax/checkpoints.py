@@ -1,16 +1,26 @@
-"""Orbax checkpoints of the train state, with errors a user can act on.
+"""Orbax checkpoints of the train state, and restoring a trained model from a workdir.
 
 Orbax writes each checkpoint into a temporary folder and renames it when it
 is complete, so a killed run never leaves a half-written checkpoint that would
-be picked up as the latest one.
+be picked up as the latest one. Evaluation and predict both get their trained
+model from `restore_trained` (and predict its config from `saved_config`), so
+the checks and the messages are the same for both.
 """
 
+import gc
+import json
 import os
+import sys
+import time
 
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
+from absl import logging
 
 from brainseg_jax.errors import UserError
+from brainseg_jax.models import Model, create_train_state
+from configs import default
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -36,28 +46,145 @@ class Checkpointer:
     """Restores `step` (default: latest) onto the shardings of `template_state`."""
     step = self.latest_step() if step is None else step
     if step is None:
-      raise UserError(f"no checkpoint in {self.directory}: train first "
-                      "(python launch.py --config=... --workdir=...)")
+      raise _no_checkpoints(os.path.dirname(self.directory))
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template_state)
     try:
       restored = self._manager.restore(
           step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
     except Exception as e:  # Orbax raises many types for unreadable files.
-      first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+      _silence_orbax_leftovers()
       raise UserError(f"checkpoint {self.directory}/{step} cannot be restored "
-                      f"({type(e).__name__}: {first_line[:300]}); delete it to resume "
-                      "from the previous one, or retrain") from e
+                      f"({_first_sentence(e)}); launch.py on this workdir sets it aside and "
+                      "resumes from the previous one") from e
     return restored.state
+
+  def restore_newest_good(self, template_state):
+    """Restores the newest checkpoint that restores, for resuming training.
+
+    A checkpoint that cannot be restored (a file deleted or truncated) is
+    moved aside to `checkpoints_broken/` beside it, never deleted, and the
+    next older one is tried; each such step is reported in one line.
+    """
+    self._manager.reload()
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        return self.restore(template_state, step)
+      except UserError as e:
+        moved_to = self._set_aside(step)
+        logging.warning("%s; moved it to %s, trying the checkpoint before it",
+                        str(e).split("; launch.py")[0], moved_to)
+    raise UserError(f"no checkpoint in {self.directory} can be restored (the broken ones are in "
+                    f"{self.directory}_broken): retrain in a new workdir")
+
+  def _set_aside(self, step: int) -> str:
+    aside = os.path.join(f"{self.directory}_broken", f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.makedirs(os.path.dirname(aside), exist_ok=True)
+    os.replace(os.path.join(self.directory, str(step)), aside)
+    self._manager.reload()
+    return aside
 
   def saved_config(self, step: int | None = None) -> dict | None:
     step = self.latest_step() if step is None else step
     if step is None:
       return None
-    return self._manager.restore(
-        step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+    try:
+      return self._manager.restore(
+          step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+    except Exception as e:  # Orbax raises many types for missing or unreadable items.
+      raise UserError(f"checkpoint {self.directory}/{step} has no readable saved config "
+                      f"({type(e).__name__}); it was not written by this project's training, "
+                      "or a file of it was removed") from e
 
   def wait_until_finished(self):
     self._manager.wait_until_finished()
 
   def close(self):
     self._manager.close()
+
+
+def _first_sentence(error: Exception) -> str:
+  """The gist of an Orbax/TensorStore error, whose message can run to hundreds of lines."""
+  text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+  text = text.split(" See full TensorStore details")[0]
+  return f"{type(error).__name__}: {text[:200]}"
+
+
+def _silence_orbax_leftovers():
+  """Drops the 'Exception ignored in <coroutine>' reports of a failed Orbax restore.
+
+  When one array of a checkpoint cannot be read, Orbax abandons the reads of the
+  others; each abandoned coroutine later prints its own error and a full
+  TensorStore spec (thousands of lines) as it is garbage-collected. The one
+  line that names the broken checkpoint says all of it.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "drops_orbax_leftovers", False):
+    return
+
+  def hook(unraisable):
+    code = getattr(unraisable.object, "cr_code", None)
+    if code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename:
+      return
+    previous(unraisable)
+
+  hook.drops_orbax_leftovers = True
+  sys.unraisablehook = hook
+  gc.collect()
+
+
+def _no_checkpoints(workdir: str) -> UserError:
+  return UserError(f"no checkpoints in {os.path.abspath(workdir)}: train first "
+                   f"(python launch.py --config=... --workdir={workdir})")
+
+
+def _open(workdir: str) -> Checkpointer:
+  if not os.path.isdir(checkpoint_dir(workdir)):
+    raise _no_checkpoints(workdir)
+  return Checkpointer(workdir, create=False)
+
+
+def restore_trained(config: ml_collections.ConfigDict, workdir: str, model: Model):
+  """The latest train state in `workdir`, checked against `config`: (state, step).
+
+  Models with nothing to train (the intensity baseline) need no checkpoint.
+  """
+  template = create_train_state(model, config)
+  if not model.trainable:
+    return template, 0
+  checkpointer = _open(workdir)
+  saved = checkpointer.saved_config()
+  if saved is not None and saved.get("model") != _jsonable(config.model.to_dict()):
+    raise UserError(f"the model in {workdir} was trained with model config {saved.get('model')}, "
+                    f"not {config.model.to_dict()}: pass the config it was trained with")
+  state = checkpointer.restore(template)
+  checkpointer.close()
+  return state, int(state.step)
+
+
+def saved_config(workdir: str) -> ml_collections.ConfigDict:
+  """The experiment config stored with the latest checkpoint of `workdir`.
+
+  Today's defaults fill the keys added since the run was trained (e.g. new
+  eval switches), so an older run still evaluates and predicts.
+  """
+  checkpointer = _open(workdir)
+  saved = checkpointer.saved_config()
+  checkpointer.close()
+  if saved is None:
+    raise _no_checkpoints(workdir)
+  config = default.get_config()
+  _merge(config, saved)
+  return config
+
+
+def _merge(config: ml_collections.ConfigDict, saved: dict):
+  with config.unlocked():
+    for key, value in saved.items():
+      if isinstance(value, dict) and key in config:
+        _merge(config[key], value)
+      else:
+        config[key] = tuple(value) if isinstance(value, list) else value
+
+
+def _jsonable(d):
+  return json.loads(json.dumps(d))

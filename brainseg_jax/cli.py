@@ -1,29 +1,102 @@
-"""What every command-line entry point shares: flags, devices, one-line errors."""
+"""The one runner every command-line entry point uses.
 
+An entry module (launch, eval, predict, compare, calibrate, data_prep.build)
+defines its own flags in its `main()`, with the helpers below for the flags
+several of them share, and hands its work to `run`. `run` checks the command
+line, splits a CPU host into devices, joins a multi-process run, keeps other
+libraries' INFO logs out of the way, and turns every error the user can fix into
+one line on stderr and exit status 1. Importing this module defines no flags.
+"""
+
+import ast
 import logging as python_logging
 import os
 import sys
+from collections.abc import Callable
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from brainseg_jax import parallel
-from brainseg_jax.errors import UserError
+from brainseg_jax.errors import USER_ERRORS, UserError
 
 FLAGS = flags.FLAGS
 
-config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file, e.g. configs/vae.py or configs/vae.py:smoke; "
-    "override keys with --config.key=value.", lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, metrics and figures.")
-flags.DEFINE_bool("distributed", False, "Multi-process run: call jax.distributed.initialize, "
-                  "from the flags below or, where they are unset, from the cluster environment "
-                  "(SLURM, TPU pods, ...), as JAX detects it.")
-flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process runs).")
-flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process runs).")
-flags.DEFINE_integer("process_id", None, "This process's index (multi-process runs).")
-flags.DEFINE_integer("cpu_devices", 4, "On a CPU-only host, the number of XLA devices to split "
-                     "it into (data parallel); measured 2x faster on 2 cores than 1 device.")
+
+def define_config_flags() -> None:
+  """--config (an experiment file with overrides) and --workdir."""
+  config_flags.DEFINE_config_file(
+      "config", None, "Experiment config file, e.g. configs/vae.py or configs/vae.py:smoke; "
+      "override keys with --config.key=value.", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, metrics and figures.")
+
+
+def define_device_flags(distributed: bool = False) -> None:
+  """--cpu_devices, and with `distributed` the flags that join a multi-process run."""
+  flags.DEFINE_integer("cpu_devices", 4, "On a CPU-only host, the number of XLA devices to split "
+                       "it into (data parallel); measured 2x faster on 2 cores than 1 device.")
+  if distributed:
+    flags.DEFINE_bool("distributed", False, "Multi-process run: call jax.distributed.initialize, "
+                      "from the flags below or, where they are unset, from the cluster "
+                      "environment (SLURM, TPU pods, ...), as JAX detects it.")
+    flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
+    flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process runs).")
+    flags.DEFINE_integer("process_id", None, "This process's index (multi-process runs).")
+
+
+def require_flags(*names: str) -> None:
+  for name in names:
+    if FLAGS[name].value in (None, ""):
+      raise app.UsageError(f"--{name} is required")
+
+
+def experiment(default_workdir: Callable | None = None) -> tuple[ml_collections.ConfigDict, str]:
+  """(config, workdir) from --config and --workdir (or `default_workdir(config)`)."""
+  if FLAGS.config is None:
+    raise app.UsageError("--config is required, e.g. --config=configs/vae.py")
+  try:
+    FLAGS.config.keys()  # config_flags defers errors in the config file to first use
+  except OSError as e:
+    raise UserError(f"cannot load --config: {e}") from e
+  workdir = FLAGS.workdir or (default_workdir(FLAGS.config) if default_workdir else None)
+  if workdir is None:
+    raise app.UsageError("--workdir is required")
+  return FLAGS.config, workdir
+
+
+def load_config(spec: str, overrides=()) -> ml_collections.ConfigDict:
+  """A config file as `--config=spec --config.key=value ...` would give it (compare's runs).
+
+  Goes through config_flags itself, so the file, its variants and value
+  parsing are exactly those of the command line.
+  """
+  _check_keys_exist(spec, _parse_config(spec, ()), overrides)
+  return _parse_config(spec, overrides)
+
+
+def _parse_config(spec: str, overrides) -> ml_collections.ConfigDict:
+  argv = ["compare", f"--config={spec}", *(f"--config.{o}" for o in overrides)]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, lock_config=True,
+                                  sys_argv=argv)
+  try:
+    flag_values(argv)
+    config = flag_values.config
+    config.keys()
+  except (flags.Error, OSError, AttributeError, KeyError, TypeError, ValueError) as e:
+    raise UserError(f"config {spec} with overrides {list(overrides)}: {_plain(e)}") from e
+  return config
+
+
+def _check_keys_exist(spec: str, config: ml_collections.ConfigDict, overrides):
+  for override in overrides:
+    key = override.partition("=")[0]
+    node = config
+    for part in key.split("."):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        raise UserError(f"--override {override!r}: config {spec} has no key {key!r}")
+      node = node[part]
 
 
 class ProjectInfoOnly(python_logging.Filter):
@@ -36,49 +109,55 @@ class ProjectInfoOnly(python_logging.Filter):
             or (record.pathname.startswith(self._ROOT) and "site-packages" not in record.pathname))
 
 
-def run(command, default_workdir=None):
-  """Runs `command(config, workdir)` under absl, turning UserError into a one-line exit."""
+def run(command: Callable[[], object]) -> None:
+  """Runs `command()` under absl: one line and exit status 1 for anything the user can fix."""
 
   def main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if FLAGS.config is None:
-      raise app.UsageError("--config is required, e.g. --config=configs/vae.py")
-    try:
-      FLAGS.config.keys()  # config_flags defers errors in the config file to first use
-    except OSError as e:
-      _exit_with(f"cannot load --config: {e}")
-    workdir = FLAGS.workdir or (default_workdir(FLAGS.config) if default_workdir else None)
-    if workdir is None:
-      raise app.UsageError("--workdir is required")
-    parallel.split_host_into_devices(FLAGS.cpu_devices)
-    if FLAGS.distributed or FLAGS.coordinator_address:
+    if "cpu_devices" in FLAGS:
+      parallel.split_host_into_devices(FLAGS.cpu_devices)
+    if "distributed" in FLAGS and (FLAGS.distributed or FLAGS.coordinator_address):
       parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                       FLAGS.process_id)
+    python_logging.getLogger().setLevel(python_logging.INFO)
     logging.get_absl_handler().addFilter(ProjectInfoOnly())
     try:
-      command(FLAGS.config, workdir)
-    except UserError as e:
-      _exit_with(str(e))
+      command()
+    except USER_ERRORS as e:
+      exit_with(str(e))
 
   app.run(main, flags_parser=_parse_flags)
 
 
 def _parse_flags(argv):
-  """absl's parsing, with a wrong config key or value as one line instead of a traceback."""
+  """absl's parsing, with a wrong flag, config key or value as one line instead of a traceback."""
   try:
     return FLAGS(argv)
   except flags.Error as e:
-    _exit_with(str(e))
+    exit_with(_plain(e))
   except OSError as e:  # overriding keys of a config file that failed to load
-    _exit_with(f"cannot load --config: {e}")
+    exit_with(f"cannot load --config: {e}")
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     overrides = [a for a in argv[1:] if a.startswith("--config.")]
-    _exit_with(f"bad config override among {overrides}: {e}")
+    exit_with(f"bad config override among {overrides}: {_plain(e)}")
 
 
-def _exit_with(message: str):
-  """Prints one line: the message's first line and, if it differs, its last (the cause)."""
+def _plain(error: Exception) -> str:
+  """An exception's message as words: a KeyError's repr quotes and escapes it ('\\'x\\'\\n...')."""
+  if isinstance(error, KeyError) and error.args:
+    return str(error.args[0])
+  text = str(error)
+  if text.startswith(("'", '"')) and text.endswith(("'", '"')):
+    try:
+      text = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      pass
+  return text
+
+
+def exit_with(message: str):
+  """Prints one line, "error: ...": the message's first line and, if it differs, its last."""
   lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
   summary = lines[0] if lines else "unknown error"
   if len(lines) > 1 and lines[-1] != lines[0]:

@@ -9,73 +9,50 @@ data), next to the intensity baseline. Runs already trained in
 rerun after an interruption.
 """
 
-import ast
-import importlib.util
 import os
 import shlex
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from brainseg_jax import cli, parallel, train  # cli defines --cpu_devices
+from brainseg_jax import cli, train
 from brainseg_jax import eval as evaluation
 from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.errors import UserError
+from data_prep import atomic
 
-flags.DEFINE_list("configs", ["threshold", "ae", "vae", "dae", "fanogan"],
-                  "Config names in configs/ (optionally name:variant).")
-flags.DEFINE_multi_string("override", [], "key=value applied to every config, e.g. "
-                          "dataset.resolution=64; name:key=value to one config only, e.g. "
-                          "fanogan:model.gan_steps=500.")
-flags.DEFINE_string("workdir_root", "runs/compare", "One workdir per config under this folder.")
-flags.DEFINE_string("output", "docs/results.md", "Markdown file to write.")
-flags.DEFINE_string("title", "", "Heading of the table (default: the dataset).")
 FLAGS = flags.FLAGS
 
 _CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
-def load_config(spec: str):
-  """configs/<name>.py's get_config(variant) for a spec "name" or "name:variant"."""
-  name, _, variant = spec.partition(":")
+def config_path(spec: str) -> str:
+  """configs/<name>.py[:variant] for a spec "name" or "name:variant"."""
+  name, sep, variant = spec.partition(":")
   path = os.path.join(_CONFIG_DIR, f"{name}.py")
   if not os.path.isfile(path):
     raise UserError(f"no config file {path}")
-  if _CONFIG_DIR not in sys.path:
-    sys.path.insert(0, os.path.dirname(_CONFIG_DIR))
-  module_spec = importlib.util.spec_from_file_location(f"configs.{name}", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(variant or None)
+  return path + sep + variant
 
 
-def apply_override(config, override: str):
-  key, sep, raw = override.partition("=")
-  if not sep:
-    raise UserError(f"--override {override!r} is not key=value")
-  try:
-    value = ast.literal_eval(raw)
-  except (ValueError, SyntaxError):
-    value = raw
-  node = config
-  *parents, leaf = key.split(".")
-  for part in parents:
-    node = node[part]
-  if leaf not in node:
-    raise UserError(f"--override {override!r}: the config has no key {key!r}")
-  node[leaf] = value
-
-
-def run_one(spec: str, workdir: str) -> dict:
-  config = load_config(spec)
+def overrides_for(spec: str, overrides: list[str]) -> list[str]:
+  """The key=value overrides that apply to one config: shared ones and "name:key=value" ones."""
   name = spec.partition(":")[0]
-  for override in FLAGS.override:
+  mine = []
+  for override in overrides:
     target, sep, rest = override.partition(":")
     if sep and "=" not in target:  # "name:key=value"
       if target == name:
-        apply_override(config, rest)
+        mine.append(rest)
+    elif "=" not in override:
+      raise UserError(f"--override {override!r} is not key=value")
     else:
-      apply_override(config, override)
+      mine.append(override)
+  return mine
+
+
+def run_one(spec: str, workdir: str, overrides: list[str]) -> dict:
+  config = cli.load_config(config_path(spec), overrides_for(spec, overrides))
   state = train.train(config, workdir)
   result = evaluation.evaluate(config, workdir)
   # Training time summed over resumed sessions (0 for models with nothing to train).
@@ -104,25 +81,30 @@ def markdown_table(results: list[dict], title: str) -> str:
   return "\n".join(lines) + "\n"
 
 
-def main(argv):
-  del argv
-  parallel.split_host_into_devices(FLAGS.cpu_devices)
-  logging.get_absl_handler().addFilter(cli.ProjectInfoOnly())
-  try:
-    results = [run_one(spec, os.path.join(FLAGS.workdir_root, spec.replace(":", "_")))
-               for spec in FLAGS.configs]
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+def compare():
+  results = [run_one(spec, os.path.join(FLAGS.workdir_root, spec.replace(":", "_")),
+                     FLAGS.override) for spec in FLAGS.configs]
   title = FLAGS.title or f"{results[0]['dataset']} (test: {results[0]['test_dataset']})"
   table = markdown_table(results, title)
   command = "python -m brainseg_jax.compare " + shlex.join(sys.argv[1:])
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-  with open(FLAGS.output, "w") as f:
-    f.write(f"{table}\nMade by `{command}`.\n")
+  atomic.write_text(FLAGS.output, f"{table}\nMade by `{command}`.\n")
   logging.info("wrote %s", FLAGS.output)
   print(table)
 
 
+def main():
+  flags.DEFINE_list("configs", ["threshold", "ae", "vae", "dae", "fanogan"],
+                    "Config names in configs/ (optionally name:variant).")
+  flags.DEFINE_multi_string("override", [], "key=value applied to every config, e.g. "
+                            "dataset.resolution=64; name:key=value to one config only, e.g. "
+                            "fanogan:model.gan_steps=500.")
+  flags.DEFINE_string("workdir_root", "runs/compare", "One workdir per config under this folder.")
+  flags.DEFINE_string("output", "docs/results.md", "Markdown file to write.")
+  flags.DEFINE_string("title", "", "Heading of the table (default: the dataset).")
+  cli.define_device_flags()
+  cli.run(compare)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  main()

@@ -11,8 +11,6 @@ chosen by looking at the test labels. Test volumes are scored one at a time and
 only counts are kept, so memory does not grow with the test set.
 """
 
-import json
-import os
 import time
 
 import jax
@@ -20,34 +18,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from brainseg_jax import checkpoints, cli, metrics, postprocess, scoring, train
+from brainseg_jax import checkpoints, cli, config_checks, metrics, postprocess, scoring
 from brainseg_jax import outputs as outputs_lib
 from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.datasets import input_pipeline
-from brainseg_jax.errors import UserError
 from brainseg_jax.models import create_model
-
-
-def restore_state(config: ml_collections.ConfigDict, workdir: str, model):
-  """The latest train state in `workdir`, checked against `config`; (state, step)."""
-  template = train.create_train_state(model, config)
-  if not model.trainable:
-    return template, 0
-  if not os.path.isdir(checkpoints.checkpoint_dir(workdir)):
-    raise UserError(f"no checkpoints in {os.path.abspath(workdir)}: train first "
-                    f"(python launch.py --config=... --workdir={workdir})")
-  checkpointer = checkpoints.Checkpointer(workdir, create=False)
-  saved = checkpointer.saved_config()
-  if saved is not None and saved.get("model") != _jsonable(config.model.to_dict()):
-    raise UserError(f"the model in {workdir} was trained with model config {saved.get('model')}, "
-                    f"not {config.model.to_dict()}: pass the config it was trained with")
-  state = checkpointer.restore(template)
-  checkpointer.close()
-  return state, int(state.step)
-
-
-def _jsonable(d):
-  return json.loads(json.dumps(d))
 
 
 class _Group:
@@ -96,13 +71,6 @@ _LESION_KEYS = ("lesions", "lesions_detected", "predicted_components",
                 "false_positive_components")
 
 
-def anomaly_maps(scorer, state, volume, postprocess_config):
-  """Reconstruction and post-processed anomaly map of a volume, numpy (S, H, W)."""
-  recon, anomaly = scorer(state, volume.image, volume.brain_mask)
-  image, brain = volume.image[..., 0], volume.brain_mask[..., 0]
-  return recon[..., 0], postprocess.clean_map(anomaly[..., 0], image, brain, postprocess_config)
-
-
 def _slice_scores(model, state, volume, anomaly):
   """One score per slice: the family's own (f-AnoGAN), else the mean map inside the brain."""
   if model.slice_score is not None:
@@ -114,8 +82,14 @@ def _slice_scores(model, state, volume, anomaly):
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Scores validation and test volumes; writes metrics, tables, figures and NIfTI maps."""
   workdir = workdir_lib.ensure_writable(workdir)
+  config_checks.check(config)
+  with workdir_lib.exclusive(workdir):
+    return _evaluate(config, workdir)
+
+
+def _evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   model = create_model(config)
-  state, step = restore_state(config, workdir, model)
+  state, step = checkpoints.restore_trained(config, workdir, model)
   builder = input_pipeline.get_builder(config.dataset)
   scorer = scoring.VolumeScorer(model, config.eval.residual)
   state = scorer.place(state)
@@ -125,7 +99,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # 1. Thresholds from healthy validation brains only.
   healthy = np.concatenate([
-      anomaly_maps(scorer, state, v, post)[1][v.brain_mask[..., 0]]
+      scoring.anomaly_maps(scorer, state, v, post)[1][v.brain_mask[..., 0]]
       for v in input_pipeline.load_volumes(builder, "validation")])
   thresholds = {fpr: metrics.threshold_at_fpr(healthy, fpr) for fpr in fprs}
   histogram_upper = 4.0 * max(float(healthy.max()), 1e-6)
@@ -138,7 +112,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   groups = {"all": _Group(histogram_upper, fprs)}
   per_volume, slice_scores, slice_labels = {}, [], []
   for volume in input_pipeline.load_volumes(test_builder, "test"):
-    recon, anomaly = anomaly_maps(scorer, state, volume, post)
+    recon, anomaly = scoring.anomaly_maps(scorer, state, volume, post)
     brain, truth = volume.brain_mask[..., 0], volume.anomaly_mask[..., 0]
     predictions = {fpr: postprocess.clean_prediction(anomaly > thresholds[fpr],
                                                      post.min_component_size) for fpr in fprs}
@@ -217,5 +191,11 @@ def _log_summary(result):
                  m["auprc"], m["best_dice_upper_bound"], m["num_volumes"])
 
 
+def main():
+  cli.define_config_flags()
+  cli.define_device_flags(distributed=True)
+  cli.run(lambda: evaluate(*cli.experiment()))
+
+
 if __name__ == "__main__":
-  cli.run(evaluate)
+  main()

@@ -1,4 +1,8 @@
-"""PNG figures a person can look at to judge an anomaly map."""
+"""PNG figures a person can look at to judge an anomaly map.
+
+Each figure is written whole or not at all (`data_prep.atomic`): a run killed
+while saving never leaves a truncated PNG.
+"""
 
 import matplotlib
 
@@ -6,12 +10,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from data_prep.atomic import atomic_path  # noqa: E402
+
 COLUMNS = ("input", "reconstruction", "residual", "prediction", "truth")
 
 
 def _display(slice_2d: np.ndarray) -> np.ndarray:
   """RAS (x, y) slice -> image with anterior up and the patient's left on the right."""
   return np.rot90(slice_2d)
+
+
+def _save(fig, path: str, dpi: int):
+  fig.tight_layout()
+  with atomic_path(path) as tmp:
+    fig.savefig(tmp, dpi=dpi)
+  plt.close(fig)
 
 
 def save_volume_grid(path: str, rows: list[dict], threshold: float):
@@ -38,9 +51,7 @@ def save_volume_grid(path: str, rows: list[dict], threshold: float):
       if r == 0:
         ax.set_title(COLUMNS[c], fontsize=10)
     axes[r, 0].set_ylabel(row["title"], fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  _save(fig, path, dpi=110)
 
 
 def save_curves(path: str, curves: dict, auroc: float, auprc: float):
@@ -53,9 +64,7 @@ def save_curves(path: str, curves: dict, auroc: float, auprc: float):
   pr.plot(curves["tpr"], curves["precision"])
   pr.set(xlabel="recall", ylabel="precision", title=f"precision-recall (AUPRC {auprc:.3f})",
          xlim=(0, 1), ylim=(0, 1.01))
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  _save(fig, path, dpi=100)
 
 
 def save_overlay(path: str, scan, anomaly_map, prediction, threshold: float):
@@ -89,6 +98,4 @@ def save_overlay(path: str, scan, anomaly_map, prediction, threshold: float):
   for ax in axes:
     ax.set_xticks([])
     ax.set_yticks([])
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  _save(fig, path, dpi=100)

@@ -6,15 +6,24 @@ import os
 import jax
 from tensorboardX import SummaryWriter
 
+from data_prep import atomic
+
 
 class MetricWriter:
-  """Writes scalars on process 0 only; other processes hold a no-op writer."""
+  """Writes scalars on process 0 only; other processes hold a no-op writer.
 
-  def __init__(self, workdir: str):
+  A run resumed from step `resumed_from` first drops the log lines of later
+  steps (logged after the last checkpoint, then lost): they are logged again,
+  so train_log.jsonl keeps one line per step, from the session that counts.
+  """
+
+  def __init__(self, workdir: str, resumed_from: int = 0):
     self._active = jax.process_index() == 0
     if self._active:
       self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
-      self._log = open(os.path.join(workdir, "train_log.jsonl"), "a")
+      path = os.path.join(workdir, "train_log.jsonl")
+      _keep_steps_up_to(path, resumed_from)
+      self._log = open(path, "a")
 
   def write_scalars(self, step: int, scalars: dict[str, float]):
     if not self._active:
@@ -28,3 +37,20 @@ class MetricWriter:
     if self._active:
       self._tensorboard.close()
       self._log.close()
+
+
+def _keep_steps_up_to(path: str, last_step: int):
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  kept = [line for line in lines if _step(line) is not None and _step(line) <= last_step]
+  if len(kept) != len(lines):
+    atomic.write_text(path, "".join(kept))
+
+
+def _step(line: str) -> int | None:
+  try:
+    return int(json.loads(line)["step"])
+  except (ValueError, KeyError, TypeError):
+    return None  # a line cut short by a kill

@@ -22,8 +22,8 @@ import nibabel as nib
 import numpy as np
 
 from brainseg_jax import figures
-from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.datasets import input_pipeline
+from data_prep import atomic
 
 _CSV_KEYS = ("dice", "sensitivity", "precision", "accuracy", "lesions", "lesions_detected",
              "false_positive_components", "auroc", "auprc", "best_dice_upper_bound")
@@ -61,9 +61,9 @@ class EvalOutputs:
         save_nifti(input_pipeline.to_original_grid(self.builder, volume.subject_id, array), path)
 
   def finish(self, result: dict, curves: dict):
-    workdir_lib.write_json_atomically(os.path.join(self.workdir, "metrics.json"), result)
-    _write_atomically(os.path.join(self.workdir, "per_volume.csv"), _per_volume_csv(result))
-    _write_atomically(os.path.join(self.workdir, "summary.md"), summary_markdown(result))
+    atomic.write_json(os.path.join(self.workdir, "metrics.json"), result)
+    atomic.write_text(os.path.join(self.workdir, "per_volume.csv"), _per_volume_csv(result))
+    atomic.write_text(os.path.join(self.workdir, "summary.md"), summary_markdown(result))
     figures.save_curves(os.path.join(self.workdir, "roc_pr.png"), curves,
                         result["pooled"]["all"]["auroc"], result["pooled"]["all"]["auprc"])
     if self._overview_rows:
@@ -128,15 +128,7 @@ def _fmt(value) -> str:
   return str(value)
 
 
-def _write_atomically(path: str, text: str):
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
 def save_nifti(image: nib.Nifti1Image, path: str):
   """Writes to a temporary name, then renames: never a half-written file."""
-  tmp = path.replace(".nii.gz", ".tmp.nii.gz")
-  nib.save(image, tmp)
-  os.replace(tmp, path)
+  with atomic.atomic_path(path) as tmp:
+    nib.save(image, tmp)

@@ -33,13 +33,11 @@ def split_host_into_devices(num_devices: int):
 def single_threaded_device_kernels():
   """Runs each XLA CPU device's kernels on one thread (must run before JAX starts).
 
-  With several CPU devices on a few cores and Eigen multi-threading inside
-  each, training twice wedged with device threads parked at a collective: once
-  XLA aborted ("Termination timeout for all reduce ... only 2 of 4 arrived"),
-  once a run hung with every thread asleep. The devices already spread the work
-  over the cores: the AE train step took 0.568 s either way (128x128, batch 32,
-  4 devices on 2 cores). Others report the same wedge gone without Eigen
-  threads.
+  With several CPU devices on a few cores, the devices already spread the work
+  over the cores (the AE step takes the same time either way), and Eigen threads
+  inside each device only oversubscribe the cores. Multi-threaded kernels on
+  several devices can also leave device threads waiting at a collective for one
+  another until XLA aborts the all-reduce; single-threaded kernels cannot.
   """
   flag = "--xla_cpu_multi_thread_eigen"
   flags = os.environ.get("XLA_FLAGS", "")

@@ -19,53 +19,18 @@ The config is the one saved with the checkpoint, so only the workdir is needed.
 import glob
 import json
 import os
-import sys
 
-import ml_collections
 import nibabel as nib
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from brainseg_jax import cli, figures, parallel, postprocess, scoring
-from brainseg_jax import eval as evaluation
-from brainseg_jax import outputs as outputs_lib
+from brainseg_jax import checkpoints, cli, figures, outputs, postprocess, scoring
+from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.datasets.input_pipeline import Volume
-from brainseg_jax.errors import UserError
+from brainseg_jax.errors import USER_ERRORS, UserError
 from brainseg_jax.models import create_model
-from configs import default
 
-flags.DEFINE_string("input", None, "A NIfTI scan, or a folder of them (*.nii, *.nii.gz).")
-flags.DEFINE_string("brain_mask", None, "Brain mask of a single --input scan; by default the "
-                    "template's, carried through the registration.")
-flags.DEFINE_string("output_dir", None, "Where the maps go (created).")
-flags.DEFINE_enum("registration", "affine", ["affine", "none"], "'none' for scans already "
-                  "in MNI152 space at the training grid.")
-flags.DEFINE_bool("n4", True, "N4 bias-field correction (off for already corrected scans).")
 FLAGS = flags.FLAGS
-
-
-def saved_config(workdir: str) -> ml_collections.ConfigDict:
-  """The experiment config stored with the latest checkpoint of `workdir`."""
-  from brainseg_jax import checkpoints
-
-  if not os.path.isdir(checkpoints.checkpoint_dir(workdir)):
-    raise UserError(f"no checkpoints in {os.path.abspath(workdir)}: train a model first")
-  saved = checkpoints.Checkpointer(workdir, create=False).saved_config()
-  if saved is None:
-    raise UserError(f"no checkpoint in {checkpoints.checkpoint_dir(workdir)}")
-  # Current defaults fill keys added since the run was trained (e.g. new eval switches).
-  config = default.get_config()
-  _merge(config, saved)
-  return config
-
-
-def _merge(config: ml_collections.ConfigDict, saved: dict):
-  with config.unlocked():
-    for key, value in saved.items():
-      if isinstance(value, dict) and key in config:
-        _merge(config[key], value)
-      else:
-        config[key] = tuple(value) if isinstance(value, list) else value
 
 
 def calibrated_threshold(workdir: str) -> float:
@@ -96,10 +61,10 @@ class Predictor:
   def __init__(self, workdir: str, registration: str = "affine", n4: bool = True):
     from data_prep.config import PrepConfig
 
-    self.config = saved_config(workdir)
+    self.config = checkpoints.saved_config(workdir)
     self.threshold = calibrated_threshold(workdir)
     self.model = create_model(self.config)
-    state, _ = evaluation.restore_state(self.config, workdir, self.model)
+    state, _ = checkpoints.restore_trained(self.config, workdir, self.model)
     self.scorer = scoring.VolumeScorer(self.model, self.config.eval.residual)
     self.state = self.scorer.place(state)
     self.prep = PrepConfig(resolution=self.config.dataset.resolution,
@@ -115,23 +80,23 @@ class Predictor:
                     as_slices(prepared.brain_mask).astype(bool),
                     as_slices(prepared.anomaly_mask).astype(bool))
     post = self.config.eval.postprocess
-    recon, anomaly = evaluation.anomaly_maps(self.scorer, self.state, volume, post)
+    recon, anomaly = scoring.anomaly_maps(self.scorer, self.state, volume, post)
     prediction = postprocess.clean_prediction(anomaly > self.threshold, post.min_component_size)
 
     name = _stem(scan_path)
     os.makedirs(output_dir, exist_ok=True)
     maps = {"anomaly_map": (anomaly, 1), "prediction": (prediction.astype(np.float32), 0),
             "reconstruction": (recon, 1)}
-    written = {}
+    images, written = {}, {}
     for kind, (array, order) in maps.items():
       image = pipeline.to_original_grid(array, prepared.record, order=order)
       if kind == "prediction":
         image = nib.Nifti1Image(np.asarray(image.dataobj).round().astype(np.uint8), image.affine)
+      images[kind] = image
       written[kind] = os.path.join(output_dir, f"{name}_{kind}.nii.gz")
-      outputs_lib.save_nifti(image, written[kind])
-    overlay = os.path.join(output_dir, f"{name}_overlay.png")
-    figures.save_overlay(overlay, nib.load(scan_path), nib.load(written["anomaly_map"]),
-                         nib.load(written["prediction"]), self.threshold)
+      outputs.save_nifti(image, written[kind])
+    figures.save_overlay(os.path.join(output_dir, f"{name}_overlay.png"), prepared.scan,
+                         images["anomaly_map"], images["prediction"], self.threshold)
     logging.info("%s: %d voxels flagged (threshold %.4f) -> %s", scan_path,
                  int(prediction.sum()), self.threshold, output_dir)
     return written
@@ -151,12 +116,13 @@ def predict(workdir: str, input_path: str, output_dir: str, brain_mask: str | No
   paths = scan_paths(input_path)
   if brain_mask and len(paths) > 1:
     raise UserError("--brain_mask goes with a single --input scan, not a folder")
+  output_dir = workdir_lib.ensure_writable(output_dir, "--output_dir")
   predictor = Predictor(workdir, registration, n4)
   results, failures = {}, {}
   for path in paths:
     try:
       results[path] = predictor(path, output_dir, brain_mask)
-    except UserError as e:
+    except USER_ERRORS as e:
       failures[path] = str(e)
       logging.error("skipped %s: %s", path, e)
   logging.info("%d of %d scans done, %d skipped", len(results), len(paths), len(failures))
@@ -165,21 +131,24 @@ def predict(workdir: str, input_path: str, output_dir: str, brain_mask: str | No
   return results
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  for name in ("workdir", "input", "output_dir"):
-    if not getattr(FLAGS, name):
-      raise app.UsageError(f"--{name} is required")
-  parallel.split_host_into_devices(FLAGS.cpu_devices)
-  logging.get_absl_handler().addFilter(cli.ProjectInfoOnly())
-  try:
+def main():
+  flags.DEFINE_string("workdir", None, "A trained run's workdir (its checkpoint holds the config).")
+  flags.DEFINE_string("input", None, "A NIfTI scan, or a folder of them (*.nii, *.nii.gz).")
+  flags.DEFINE_string("brain_mask", None, "Brain mask of a single --input scan; by default the "
+                      "template's, carried through the registration.")
+  flags.DEFINE_string("output_dir", None, "Where the maps go (created).")
+  flags.DEFINE_enum("registration", "affine", ["affine", "none"], "'none' for scans already "
+                    "in MNI152 space at the training grid.")
+  flags.DEFINE_bool("n4", True, "N4 bias-field correction (off for already corrected scans).")
+  cli.define_device_flags()
+
+  def command():
+    cli.require_flags("workdir", "input", "output_dir")
     predict(FLAGS.workdir, FLAGS.input, FLAGS.output_dir, FLAGS.brain_mask, FLAGS.registration,
             FLAGS.n4)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+
+  cli.run(command)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from brainseg_jax import parallel
+from brainseg_jax import parallel, postprocess
 from brainseg_jax.models import Model
 
 RESIDUALS = ("abs", "positive")
@@ -60,3 +60,10 @@ class VolumeScorer:
 
   def compiled_versions(self) -> int:
     return self._score._cache_size()
+
+
+def anomaly_maps(scorer: VolumeScorer, state, volume, postprocess_config):
+  """Reconstruction and post-processed anomaly map of a `Volume`, numpy (S, H, W)."""
+  recon, anomaly = scorer(state, volume.image, volume.brain_mask)
+  image, brain = volume.image[..., 0], volume.brain_mask[..., 0]
+  return recon[..., 0], postprocess.clean_map(anomaly[..., 0], image, brain, postprocess_config)

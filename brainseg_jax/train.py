@@ -1,4 +1,4 @@
-"""Training loop for the reconstruction models (AE, VAE).
+"""Training loop for every model family (see models.base.Model).
 
 Read top to bottom: check the config, build the mesh, model and state, resume
 from the latest checkpoint if there is one, then run jitted train steps on
@@ -15,34 +15,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from brainseg_jax import checkpoints, parallel
+from brainseg_jax import checkpoints, config_checks, parallel
 from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.datasets import input_pipeline
 from brainseg_jax.errors import UserError
 from brainseg_jax.metric_writer import MetricWriter
-from brainseg_jax.models import Model, create_model
-
-
-def validate_config(config: ml_collections.ConfigDict, num_devices: int):
-  """Rejects impossible configs before anything expensive runs."""
-  if config.batch_size % num_devices:
-    raise UserError(f"batch_size {config.batch_size} is not divisible by the "
-                    f"{num_devices} devices it is split over")
-  factor = 2 ** len(config.model.channels)
-  if config.dataset.resolution % factor:
-    raise UserError(f"dataset.resolution {config.dataset.resolution} is not divisible by "
-                    f"2^{len(config.model.channels)} = {factor}, the encoder's downsampling "
-                    f"(one halving per entry of model.channels)")
-  if config.num_train_steps <= 0:
-    raise UserError(f"num_train_steps must be positive, got {config.num_train_steps}")
-  if not 0 <= config.warmup_steps < config.num_train_steps:
-    raise UserError(f"warmup_steps {config.warmup_steps} must be in [0, num_train_steps = "
-                    f"{config.num_train_steps})")
-
-
-def create_train_state(model: Model, config: ml_collections.ConfigDict):
-  size = config.dataset.resolution
-  return model.create_state(jax.random.key(config.seed), (size, size, 1))
+from brainseg_jax.models import Model, create_model, create_train_state
 
 
 def jit_train_step(model: Model, mesh):
@@ -61,8 +39,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, mesh=None):
   """
   workdir = workdir_lib.ensure_writable(workdir)
   mesh = parallel.data_mesh() if mesh is None else mesh
-  validate_config(config, mesh.size)
+  config_checks.check(config, mesh.size)
+  with workdir_lib.exclusive(workdir):
+    return _train(config, workdir, mesh)
 
+
+def _train(config: ml_collections.ConfigDict, workdir: str, mesh):
   model = create_model(config)
   if not model.trainable:
     logging.info("%s has nothing to train", model.name)
@@ -73,7 +55,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, mesh=None):
 
   checkpointer = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
   if checkpointer.latest_step() is not None:
-    state = checkpointer.restore(state)
+    state = checkpointer.restore_newest_good(state)
     logging.info("resumed from step %d in %s", int(state.step), checkpointer.directory)
   start_step = int(state.step)
   if start_step >= config.num_train_steps:
@@ -83,7 +65,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, mesh=None):
   batches = input_pipeline.train_batches(builder, config.batch_size, config.seed, start_step)
   train_step = jit_train_step(model, mesh)
   data_sharding = parallel.batch_sharded(mesh)
-  writer = MetricWriter(workdir)
+  writer = MetricWriter(workdir, resumed_from=start_step)
   pending_metrics = []
   last_log_time, last_log_step = time.time(), start_step
   session_start = last_log_time

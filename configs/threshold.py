@@ -1,7 +1,7 @@
 """Intensity baseline: threshold the normalised FLAIR intensity, nothing trained.
 
-The same evaluation protocol as the models: the threshold flags
-`eval.healthy_fpr` of the healthy validation brain voxels.
+The same evaluation protocol as the models: each threshold flags a fraction
+`eval.healthy_fprs` of the healthy validation brain voxels.
 """
 
 from configs import default

@@ -7,35 +7,26 @@ no half-written dataset), logs each skipped file with the reason and a
 summary count, and writes a PNG contact sheet of several subjects.
 """
 
-import logging as python_logging
 import os
-import sys
 
 import ml_collections
-from absl import app, flags, logging
+from absl import flags, logging
 
+from brainseg_jax import cli
 from brainseg_jax.datasets import input_pipeline
 from brainseg_jax.errors import UserError
 from data_prep import contact_sheet
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("dataset", None, "Dataset name: ixi, brats_glioma, mslub, elderly_flair, "
-                    "nifti_folder.")
-flags.DEFINE_string("manual_dir", None, "Folder holding the downloaded scans.")
-flags.DEFINE_string("modality", None, "Modality; default: the dataset's first.")
-flags.DEFINE_integer("resolution", 128, "In-plane size R of the R x R slices (32, 64, 128).")
-flags.DEFINE_string("data_dir", "", "TFDS data dir; default $BRAINSEG_DATA_DIR or TFDS's.")
-flags.DEFINE_integer("workers", 0, "Worker processes; 0: one per core.")
-flags.DEFINE_integer("sheet_subjects", 8, "Subjects on the contact sheet.")
 
 
 def build(dataset: str, manual_dir: str, modality: str | None, resolution: int, data_dir: str,
           workers: int = 0, sheet_subjects: int = 8) -> tuple[object, str]:
   """Builds (or finds) the dataset; returns (builder, contact sheet path)."""
-  if dataset not in input_pipeline._BUILDERS or dataset == "synthetic_brain":
-    names = sorted(n for n in input_pipeline._BUILDERS if n != "synthetic_brain")
-    raise UserError(f"unknown --dataset {dataset!r}: expected one of {names}")
-  builder_cls = input_pipeline._BUILDERS[dataset]
+  real_scan_datasets = sorted(n for n in input_pipeline.BUILDERS if n != "synthetic_brain")
+  if dataset not in real_scan_datasets:
+    raise UserError(f"unknown --dataset {dataset!r}: expected one of {real_scan_datasets}")
+  builder_cls = input_pipeline.BUILDERS[dataset]
   if workers:
     os.environ["BRAINSEG_PREP_WORKERS"] = str(workers)
   config = ml_collections.ConfigDict({
@@ -59,22 +50,26 @@ def _sheet(builder, n: int) -> str:
                                   builder.builder_config.resolution, n)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if not FLAGS.dataset:
-    raise app.UsageError("--dataset is required")
-  python_logging.getLogger().setLevel(python_logging.INFO)
-  try:
+def main():
+  flags.DEFINE_string("dataset", None, "Dataset name: ixi, brats_glioma, mslub, elderly_flair, "
+                      "nifti_folder.")
+  flags.DEFINE_string("manual_dir", None, "Folder holding the downloaded scans.")
+  flags.DEFINE_string("modality", None, "Modality; default: the dataset's first.")
+  flags.DEFINE_integer("resolution", 128, "In-plane size R of the R x R slices (32, 64, 128).")
+  flags.DEFINE_string("data_dir", "", "TFDS data dir; default $BRAINSEG_DATA_DIR or TFDS's.")
+  flags.DEFINE_integer("workers", 0, "Worker processes; 0: one per core.")
+  flags.DEFINE_integer("sheet_subjects", 8, "Subjects on the contact sheet.")
+
+  def command():
+    cli.require_flags("dataset")
     builder, sheet = build(FLAGS.dataset, FLAGS.manual_dir, FLAGS.modality, FLAGS.resolution,
                            FLAGS.data_dir, FLAGS.workers, FLAGS.sheet_subjects)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
-  print(f"dataset: {builder.data_dir}")
-  if sheet:
-    print(f"contact sheet: {sheet}")
+    print(f"dataset: {builder.data_dir}")
+    if sheet:
+      print(f"contact sheet: {sheet}")
+
+  cli.run(command)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()

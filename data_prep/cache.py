@@ -7,10 +7,10 @@ worker never leaves a truncated file that a rerun would trust.
 """
 
 import os
-import tempfile
 
 import numpy as np
 
+from data_prep.atomic import atomic_path
 from data_prep.pipeline import Preprocessed, VolumeRecord
 
 
@@ -20,16 +20,10 @@ def path_for(work_dir: str, subject_id: str) -> str:
 
 def save(path: str, result: Preprocessed) -> None:
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp.npz")
-  os.close(fd)
-  try:
+  with atomic_path(path) as tmp:
     np.savez_compressed(tmp, image=result.image, brain_mask=result.brain_mask,
                         anomaly_mask=result.anomaly_mask, notes=np.asarray(result.notes, str),
                         **result.record.to_arrays())
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def load(path: str) -> Preprocessed:

@@ -1,13 +1,17 @@
-"""Errors about a user's scan files, always naming the file.
+"""Errors about a user's scans or preprocessing settings, always naming the file.
 
-`InputFileError` is a `UserError`, so the command-line entry points print it as
-one line; the dataset build catches it per volume, logs a skip and counts it.
+`PrepError` is data_prep's own base, so this bottom layer depends on nothing
+above it. The command-line entry points print any `PrepError` as one line (see
+`brainseg_jax.errors.USER_ERRORS`); a dataset build catches it per volume, logs
+a skip and counts it.
 """
 
-from brainseg_jax.errors import UserError
+
+class PrepError(Exception):
+  """A problem with the user's scans or preprocessing settings that the user can fix."""
 
 
-class InputFileError(UserError):
+class InputFileError(PrepError):
   """A scan or mask file that cannot be used, with the file and the problem in the message."""
 
   def __init__(self, path, problem: str):

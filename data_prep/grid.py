@@ -1,11 +1,10 @@
-"""The fixed output grid in template space, shared with `synthetic_brain`.
+"""The fixed working grid in template space, shared by real and synthetic datasets.
 
-Axes are RAS world axes; R x R voxels in-plane over `synthetic.FOV_MM` and
-S = round(0.75 R) axial slices over `synthetic.Z_FOV_MM`, centred on the MNI
-brain's bounding box, exactly as `data_prep.synthetic.load_template` builds its
-working grid. Crop/pad to the FOV, slice placement and resize to the
-resolution are all properties of this grid: the scan is interpolated onto it
-once, instead of three times.
+Axes are RAS world axes; R x R voxels in-plane over `FOV_MM` and S = round(0.75 R) axial slices
+over `Z_FOV_MM`, centred on the MNI brain's bounding box. Synthetic subjects are made on this grid
+(`data_prep.synthetic`) and real scans are interpolated onto it, so the same voxel shows the same
+anatomy in both. Crop/pad to the FOV, slice placement and resize to the resolution are all
+properties of this grid: a scan is interpolated onto it once, instead of three times.
 """
 
 import dataclasses
@@ -13,7 +12,30 @@ import functools
 
 import numpy as np
 
-from data_prep import resample, synthetic, template
+from data_prep import resample, template
+
+# In-plane field of view: large enough for the MNI brain (145 x 181 mm) plus the random affine of
+# synthetic subjects, and a "round" clinical value so spacing = 192 / R.
+FOV_MM = 192.0
+# Axial coverage: the template brain spans 155 mm from the foramen magnum cut to the vertex;
+# 160 mm keeps a small margin without wasting slices.
+Z_FOV_MM = 160.0
+# Number of slices S = round(0.75 * R), hence slice thickness = 160 / S mm, i.e. about 1.11 x the
+# in-plane spacing (R=32: 24 x 6.67 mm, R=64: 48 x 3.33 mm, R=128: 96 x 1.67 mm). Slightly
+# thicker slices than in-plane spacing mimic typical clinical axial acquisitions and save memory.
+SLICE_RATIO = 0.75
+
+
+def grid_geometry(resolution: int) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+  """Return ``(shape, spacing_mm)`` of the grid for ``resolution``.
+
+  Needs no template, so callers (e.g. model configs) can know the volume shape cheaply.
+  """
+  r = int(resolution)
+  if r < 8:
+    raise ValueError(f"resolution must be >= 8, got {resolution}")
+  s = max(1, round(SLICE_RATIO * r))
+  return (r, r, s), (FOV_MM / r, FOV_MM / r, Z_FOV_MM / s)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +46,7 @@ class Grid:
 
 @functools.lru_cache(maxsize=8)
 def output_grid(resolution: int) -> Grid:
-  shape, spacing = synthetic.grid_geometry(resolution)
+  shape, spacing = grid_geometry(resolution)
   centre = template.brain_centre_world()
   affine = np.diag([*spacing, 1.0])
   affine[:3, 3] = centre - np.asarray(spacing) * (np.asarray(shape) - 1) / 2.0

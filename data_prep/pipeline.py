@@ -66,6 +66,9 @@ class Preprocessed:
   anomaly_mask: np.ndarray  # uint8, inside brain_mask
   record: VolumeRecord
   notes: tuple[str, ...] = ()
+  # The validated input scan as loaded (float32, its own grid), for a caller that shows
+  # results on top of it; not cached.
+  scan: nib.Nifti1Image | None = None
 
 
 def preprocess(image_path, config: PrepConfig, anomaly_mask_path=None,
@@ -74,6 +77,7 @@ def preprocess(image_path, config: PrepConfig, anomaly_mask_path=None,
   sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # reproducible; parallel per volume
   notes = []
   raw = load.load_volume(image_path)
+  _check_field_of_view(image_path, raw)
   anomaly_raw = (load.load_mask(anomaly_mask_path, raw, image_path)
                  if anomaly_mask_path else None)
   if config.brain_mask == "given" and not brain_mask_path:
@@ -96,8 +100,7 @@ def preprocess(image_path, config: PrepConfig, anomaly_mask_path=None,
     if why:
       notes.append(f"N4 skipped: {why}")
   if config.registration == "affine":
-    template_to_scan = register.register_affine(working, config.registration_seed,
-                                                config.registration_metric)
+    template_to_scan = _register(image_path, working, config)
   elif config.registration == "none":
     template_to_scan = np.eye(4)
   else:
@@ -132,7 +135,31 @@ def preprocess(image_path, config: PrepConfig, anomaly_mask_path=None,
   return Preprocessed(image=image[:, :, keep].astype(np.float32),
                       brain_mask=brain[:, :, keep].astype(np.uint8),
                       anomaly_mask=anomaly[:, :, keep].astype(np.uint8),
-                      record=record, notes=tuple(notes))
+                      record=record, notes=tuple(notes), scan=raw)
+
+
+# A head scan covers well over this in every direction, even a thick-slice 2D acquisition;
+# below it, registration to a whole-brain template has nothing to hold on to.
+_MIN_FIELD_OF_VIEW_MM = 40.0
+
+
+def _check_field_of_view(image_path, image: nib.Nifti1Image):
+  extent = np.asarray(image.shape[:3]) * np.asarray(image.header.get_zooms()[:3])
+  if extent.min() < _MIN_FIELD_OF_VIEW_MM:
+    raise InputFileError(image_path, f"field of view {' x '.join(f'{e:.0f}' for e in extent)} mm "
+                                     f"is too small for a head scan (each side must be at least "
+                                     f"{_MIN_FIELD_OF_VIEW_MM:.0f} mm)")
+
+
+def _register(image_path, working: sitk.Image, config: PrepConfig) -> np.ndarray:
+  """Affine registration to the template, with SimpleITK's failures as the scan's own error."""
+  try:
+    return register.register_affine(working, config.registration_seed,
+                                    config.registration_metric)
+  except RuntimeError as e:
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    cause = lines[-1] if lines else type(e).__name__
+    raise InputFileError(image_path, f"registration to the MNI152 template failed: {cause}") from e
 
 
 def to_original_grid(slice_stack, record: VolumeRecord, order: int = 1) -> nib.Nifti1Image:

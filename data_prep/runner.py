@@ -14,10 +14,10 @@ import multiprocessing
 import os
 import time
 
-from brainseg_jax.errors import UserError
 from data_prep import cache
 from data_prep.cases import Case
 from data_prep.config import PrepConfig
+from data_prep.errors import PrepError
 from data_prep.pipeline import preprocess
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def _run_one(args) -> tuple[str, str, str]:
   path = cache.path_for(work_dir, case.subject_id)
   try:
     result = preprocess(case.image, config, case.anomaly_mask, case.brain_mask)
-  except UserError as e:
+  except PrepError as e:
     return case.subject_id, "skip", str(e)
   except (RuntimeError, ValueError) as e:  # SimpleITK failures, e.g. no overlap after registration
     return case.subject_id, "skip", f"{case.image}: {str(e).strip().splitlines()[-1]}"

@@ -9,9 +9,9 @@ import sys
 import jax
 import numpy as np
 
-from brainseg_jax import checkpoints, train
+from brainseg_jax import checkpoints
 from brainseg_jax.datasets import input_pipeline
-from brainseg_jax.models import create_model
+from brainseg_jax.models import create_model, create_train_state
 from configs import ae
 from tests.conftest import PROJECT_ROOT
 
@@ -37,7 +37,7 @@ def _params(workdir, data_dir):
   config = ae.get_config("smoke")
   config.dataset.data_dir = data_dir
   config.num_train_steps = STEPS
-  template = train.create_train_state(create_model(config), config)
+  template = create_train_state(create_model(config), config)
   return jax.device_get(checkpoints.Checkpointer(str(workdir), create=False).restore(template)
                         .params)
 

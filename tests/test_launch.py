@@ -47,9 +47,9 @@ def test_nifti_maps_are_written_on_the_volume_grid(vae_smoke_run):
   import nibabel as nib
   import numpy as np
 
-  from data_prep import synthetic
+  from data_prep import grid
   workdir, _, _ = vae_smoke_run
-  shape, spacing = synthetic.grid_geometry(64)
+  shape, spacing = grid.grid_geometry(64)
   for name in ("anomaly_map", "prediction", "reconstruction"):
     image = nib.load(workdir / "nifti" / f"test_001_glioma_{name}.nii.gz")
     assert image.shape == shape

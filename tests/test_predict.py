@@ -72,3 +72,52 @@ def test_missing_input_and_untrained_workdir_are_one_line_errors(vae_smoke_run, 
   assert "Traceback" not in result.stderr
   result = _predict(tmp_path / "empty", tmp_path / "nope.nii.gz", tmp_path / "out", check=False)
   assert result.returncode == 1 and "Traceback" not in result.stderr
+
+
+def _scan(path, shape, spacing_mm, seed=0):
+  data = np.random.default_rng(seed).random(shape).astype(np.float32) + 1.0
+  nib.save(nib.Nifti1Image(data, np.diag([spacing_mm] * 3 + [1.0])), path)
+  return path
+
+
+def test_a_tiny_scan_in_a_folder_is_its_own_one_line_error_and_the_rest_go_on(
+    vae_smoke_run, glioma_flair, tmp_path):
+  folder = tmp_path / "scans"
+  folder.mkdir()
+  _scan(folder / "a_tiny.nii.gz", (8, 8, 8), 1.0)
+  (folder / "b_good.nii.gz").write_bytes(glioma_flair[0].read_bytes())
+  result = _predict(vae_smoke_run[0], folder, tmp_path / "out")
+  assert "a_tiny.nii.gz: field of view 8 x 8 x 8 mm is too small" in result.stderr
+  assert "1 of 2 scans done, 1 skipped" in result.stderr
+  assert (tmp_path / "out" / "b_good_prediction.nii.gz").exists()
+  assert "Traceback" not in result.stderr
+
+
+def test_a_failed_registration_names_the_scan(tmp_path, monkeypatch):
+  from data_prep import pipeline, register
+  from data_prep.config import PrepConfig
+  from data_prep.errors import InputFileError
+
+  def fail(*args, **kwargs):
+    raise RuntimeError("Exception thrown in SimpleITK ImageRegistrationMethod_Execute:\n"
+                       "All samples map outside moving image buffer")
+
+  monkeypatch.setattr(register, "register_affine", fail)
+  path = _scan(tmp_path / "scan.nii.gz", (48, 48, 48), 2.0)
+  with pytest.raises(InputFileError, match="scan.nii.gz: registration to the MNI152 template "
+                                           "failed: All samples map outside"):
+    pipeline.preprocess(path, PrepConfig(resolution=32, modality="flair", n4=False))
+
+
+@pytest.mark.parametrize("output, problem", [
+    ("file", "is a file, not a directory"),
+    ("file/below", "is not writable"),
+    ("/proc/brainseg_out", "is not writable"),  # not writable even by root
+])
+def test_a_bad_output_dir_is_refused_before_any_scan_is_read(vae_smoke_run, glioma_flair,
+                                                             tmp_path, output, problem):
+  (tmp_path / "file").write_text("")
+  output = tmp_path / output
+  result = _predict(vae_smoke_run[0], glioma_flair[0], output, check=False)
+  assert result.returncode == 1 and "--output_dir" in result.stderr and problem in result.stderr
+  assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from brainseg_jax import parallel, train
+from brainseg_jax import config_checks, parallel, train
 from brainseg_jax.datasets import input_pipeline
 from brainseg_jax.errors import UserError
 from brainseg_jax.models import create_model
@@ -99,11 +99,11 @@ def test_impossible_configs_are_rejected_with_the_cause():
   config = tiny_config("")
   config.batch_size = 6
   with pytest.raises(UserError, match="batch_size 6 is not divisible by the 4 devices"):
-    train.validate_config(config, 4)
+    config_checks.check(config, 4)
   config = tiny_config("")
   config.dataset.resolution = 34
   with pytest.raises(UserError, match="resolution 34 is not divisible by 2\\^2 = 4"):
-    train.validate_config(config, 4)
+    config_checks.check(config, 4)
 
 
 def test_unwritable_workdir_is_a_clear_error(tmp_path):

@@ -20,7 +20,8 @@ from scipy import ndimage
 from brainseg_jax.datasets import brats, elderly_flair, ixi, mslub, nifti_folder, synthetic_brain
 from brainseg_jax.errors import UserError
 
-_BUILDERS = {
+# Dataset name (config.dataset.name) -> TFDS builder class.
+BUILDERS = {
     "synthetic_brain": synthetic_brain.SyntheticBrain,
     "ixi": ixi.Ixi,
     "brats_glioma": brats.BratsGlioma,
@@ -38,10 +39,10 @@ def data_dir(dataset_config: ml_collections.ConfigDict) -> str:
 
 def get_builder(dataset_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   """The builder named by the config, prepared (built on first use)."""
-  if dataset_config.name not in _BUILDERS:
+  if dataset_config.name not in BUILDERS:
     raise UserError(f"unknown dataset.name {dataset_config.name!r}: "
-                    f"expected one of {sorted(_BUILDERS)}")
-  builder_cls = _BUILDERS[dataset_config.name]
+                    f"expected one of {sorted(BUILDERS)}")
+  builder_cls = BUILDERS[dataset_config.name]
   config_name = f"{dataset_config.modality}_{dataset_config.resolution}"
   known = [c.name for c in builder_cls.BUILDER_CONFIGS]
   if config_name not in known:

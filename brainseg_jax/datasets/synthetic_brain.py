@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from brainseg_jax.datasets import schema
-from data_prep import synthetic
+from data_prep import grid, synthetic
 
 # Number of subjects per split; test subjects alternate MS lesions and gliomas.
 SPLIT_SIZES = {"train": 24, "validation": 6, "test": 10}
@@ -83,7 +83,7 @@ class SyntheticBrain(tfds.core.GeneratorBasedBuilder):
   def to_original_grid(self, subject_id: str, volume: np.ndarray) -> nib.Nifti1Image:
     """(slices, x, y) -> NIfTI in RAS on the working grid, where every subject was made."""
     del subject_id  # all subjects share the grid
-    shape, spacing = synthetic.grid_geometry(self.builder_config.resolution)
+    shape, spacing = grid.grid_geometry(self.builder_config.resolution)
     xyz = np.transpose(np.asarray(volume), (1, 2, 0))
     if xyz.shape != tuple(shape):
       raise ValueError(f"volume of shape {xyz.shape} is not on the {shape} synthetic grid")

@@ -4,36 +4,27 @@ Trained on healthy slices only, it learns to reproduce normal anatomy; at test
 time whatever it cannot reproduce (|x - x_hat|) is the anomaly map.
 """
 
-from collections.abc import Sequence
+import functools
 
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 
-from brainseg_jax.models import layers
+from brainseg_jax.models import layers, reconstruction
 
 
 class AutoEncoder(nn.Module):
-  """Conv encoder, dense or spatial bottleneck, conv decoder.
+  """Conv encoder, dense or spatial bottleneck, conv decoder (see layers.Architecture)."""
 
-  Attributes:
-    channels: features per resolution level; len(channels) halvings.
-    bottleneck: "dense" (a latent vector of `latent_dim`) or "spatial" (a
-      feature map with `latent_channels` channels at the lowest resolution).
-  """
-
-  channels: Sequence[int]
-  bottleneck: str = "dense"
-  latent_dim: int = 128
-  latent_channels: int = 16
-  blocks_per_level: int = 1
-  norm: str = "none"
+  architecture: layers.Architecture
 
   @nn.compact
   def __call__(self, x):
-    h = layers.Encoder(self.channels, self.blocks_per_level, self.norm)(x)
-    z = layers.Bottleneck(self.bottleneck, self.latent_dim, self.latent_channels)(h)
-    h = layers.FromLatent(self.bottleneck, h.shape[1:])(z)
-    return layers.Decoder(self.channels, 1, self.blocks_per_level, self.norm)(h)
+    arch = self.architecture
+    h = layers.Encoder(arch.channels, arch.blocks_per_level, arch.norm)(x)
+    z = layers.Bottleneck(arch.bottleneck, arch.latent_dim, arch.latent_channels)(h)
+    h = layers.FromLatent(arch.bottleneck, h.shape[1:])(z)
+    return layers.Decoder(arch.channels, 1, arch.blocks_per_level, arch.norm)(h)
 
 
 def loss_fn(module, params, images, rng):
@@ -46,3 +37,9 @@ def loss_fn(module, params, images, rng):
 
 def reconstruct(module, params, images):
   return module.apply({"params": params}, images)
+
+
+def create_model(config: ml_collections.ConfigDict):
+  module = AutoEncoder(layers.Architecture.from_config(config.model))
+  return reconstruction.make_model("ae", module, functools.partial(loss_fn, module),
+                                   functools.partial(reconstruct, module), config)

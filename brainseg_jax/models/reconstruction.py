@@ -1,15 +1,19 @@
 """Training machinery shared by the single-network reconstruction models (AE, VAE, DAE).
 
 A family only supplies its linen module, its loss and how it reconstructs;
-this module turns those into the `Model` interface: a train state with Adam
+`make_model` turns those into the `Model` interface: a train state with Adam
 under a warm-up + cosine schedule, and a pure train step.
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 from flax.training import train_state
+
+from brainseg_jax.models.base import Model
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -38,3 +42,13 @@ def make_train_step(loss_fn, seed: int):
     return state.apply_gradients(grads=grads), metrics
 
   return train_step
+
+
+def make_model(name: str, module, loss_fn, reconstruct, config: ml_collections.ConfigDict) -> Model:
+  """A `Model` from a linen module, `loss_fn(params, images, rng)` and `reconstruct(params, x)`."""
+  return Model(
+      name=name,
+      create_state=functools.partial(create_state, module, make_optimizer(config)),
+      train_step=make_train_step(loss_fn, config.seed),
+      reconstruct=lambda state, images: reconstruct(state.params, images),
+  )

@@ -8,8 +8,11 @@ brains exactly as for the models. Nothing is trained.
 """
 
 import jax.numpy as jnp
+import ml_collections
 import optax
 from flax.training import train_state
+
+from brainseg_jax.models.base import Model
 
 
 def create_state(rng, image_shape) -> train_state.TrainState:
@@ -22,3 +25,8 @@ def reconstruct(state, images):
   """An all-zero "reconstruction", so the residual x - 0 is the intensity."""
   del state
   return jnp.zeros_like(images)
+
+
+def create_model(config: ml_collections.ConfigDict) -> Model:
+  del config  # nothing to configure
+  return Model("threshold", create_state, None, reconstruct, trainable=False)

@@ -6,24 +6,20 @@ the decoder is fed the posterior mean: the reconstruction is then
 deterministic and the residual does not carry sampling noise.
 """
 
-from collections.abc import Sequence
+import functools
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 
-from brainseg_jax.models import layers
+from brainseg_jax.models import layers, reconstruction
 
 
 class VariationalAutoEncoder(nn.Module):
   """Same encoder/decoder as the AE, with a Gaussian posterior at the bottleneck."""
 
-  channels: Sequence[int]
-  bottleneck: str = "dense"
-  latent_dim: int = 128
-  latent_channels: int = 16
-  blocks_per_level: int = 1
-  norm: str = "none"
+  architecture: layers.Architecture
 
   @nn.compact
   def __call__(self, x, rng=None):
@@ -32,16 +28,17 @@ class VariationalAutoEncoder(nn.Module):
     With `rng` the latent is sampled (training); without it the posterior mean
     is decoded (scoring).
     """
-    h = layers.Encoder(self.channels, self.blocks_per_level, self.norm)(x)
-    stats = layers.Bottleneck(self.bottleneck, self.latent_dim, self.latent_channels,
+    arch = self.architecture
+    h = layers.Encoder(arch.channels, arch.blocks_per_level, arch.norm)(x)
+    stats = layers.Bottleneck(arch.bottleneck, arch.latent_dim, arch.latent_channels,
                               num_outputs=2)(h)
     mean, log_var = jnp.split(stats, 2, axis=-1)
     log_var = jnp.clip(log_var, -10.0, 10.0)  # keeps exp() finite early in training
     z = mean
     if rng is not None:
       z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(rng, mean.shape, mean.dtype)
-    h = layers.FromLatent(self.bottleneck, h.shape[1:])(z)
-    recon = layers.Decoder(self.channels, 1, self.blocks_per_level, self.norm)(h)
+    h = layers.FromLatent(arch.bottleneck, h.shape[1:])(z)
+    recon = layers.Decoder(arch.channels, 1, arch.blocks_per_level, arch.norm)(h)
     return recon, mean, log_var
 
 
@@ -62,3 +59,10 @@ def loss_fn(module, params, images, rng, kl_weight=1.0):
 
 def reconstruct(module, params, images):
   return module.apply({"params": params}, images)[0]
+
+
+def create_model(config: ml_collections.ConfigDict):
+  module = VariationalAutoEncoder(layers.Architecture.from_config(config.model))
+  loss = functools.partial(loss_fn, module, kl_weight=config.model.kl_weight)
+  return reconstruction.make_model("vae", module, loss, functools.partial(reconstruct, module),
+                                   config)

@@ -10,8 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from brainseg_jax import train
-from brainseg_jax.models import create_model
+from brainseg_jax.models import create_model, create_train_state
 from configs import ae as ae_config
 from configs import vae as vae_config
 
@@ -23,7 +22,7 @@ torch_twin = pytest.importorskip("bench.torch_twin")
 def test_twin_is_the_same_network_as_the_default_model(config_module):
   config = config_module.get_config()
   model = create_model(config)
-  state = train.create_train_state(model, config)
+  state = create_train_state(model, config)
   module, _ = torch_twin.create(config)
   assert torch_twin.num_parameters(module) == sum(x.size for x in jax.tree.leaves(state.params))
 

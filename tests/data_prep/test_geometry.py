@@ -22,7 +22,7 @@ def test_output_grid_is_the_synthetic_brain_grid():
   """Real and synthetic datasets must show the same anatomy at the same voxel."""
   ours = grid.template_brain_mask(32)
   theirs = synthetic.load_template(32).brain_mask.astype(bool)
-  assert ours.shape == theirs.shape == synthetic.grid_geometry(32)[0]
+  assert ours.shape == theirs.shape == grid.grid_geometry(32)[0]
   assert _dice(ours, theirs) > 0.97
 
 

@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brainseg_jax.errors import UserError
+from brainseg_jax.errors import USER_ERRORS
 from data_prep import load
 from data_prep.errors import InputFileError
 
@@ -38,7 +38,7 @@ def test_bad_volumes_are_refused_naming_the_file(tmp_path, name, data, problem):
   path = _save(tmp_path / name, data)
   with pytest.raises(InputFileError, match=problem) as info:
     load.load_volume(path)
-  assert name in str(info.value) and isinstance(info.value, UserError)
+  assert name in str(info.value) and isinstance(info.value, USER_ERRORS)
 
 
 def test_singleton_fourth_axis_is_squeezed(tmp_path):

@@ -14,6 +14,7 @@ from data_prep.synthetic import (
   MODALITIES,
   Subject,
   Template,
+  lesions,
   load_template,
   make_subject,
 )
@@ -173,7 +174,7 @@ def test_mass_effect_check_fails_without_mass_effect(tpl64, monkeypatch):
   # Control for the test above: with the push disabled, nothing outside the
   # (dilated) tumour mask may change, i.e. the mask is exact and the previous
   # test really measures the mass effect.
-  monkeypatch.setattr(synthetic, "mass_effect_source_radius", lambda r, *a, **k: r)
+  monkeypatch.setattr(lesions, "mass_effect_source_radius", lambda r, *a, **k: r)
   for seed in range(3):
     assert _outside_change(tpl64, seed)[0] == 0
 

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import pytest
 
 from brainseg_jax.errors import UserError
-from brainseg_jax.models import ae, create_model
+from brainseg_jax.models import ae, create_model, layers
 from configs import default
 
 
@@ -24,9 +24,7 @@ def experiment_config(name, bottleneck="dense", **model_overrides):
 
 
 def module(config):
-  return ae.AutoEncoder(channels=tuple(config.model.channels), bottleneck=config.model.bottleneck,
-                        latent_dim=config.model.latent_dim,
-                        latent_channels=config.model.latent_channels, norm=config.model.norm)
+  return ae.AutoEncoder(layers.Architecture.from_config(config.model))
 
 
 @pytest.mark.parametrize("bottleneck", ["dense", "spatial"])

@@ -28,8 +28,9 @@ def test_noise_is_reproducible_from_the_seed():
 
 
 def test_loss_compares_reconstruction_of_noisy_input_with_clean_input():
-  from brainseg_jax.models import ae
-  net = ae.AutoEncoder(channels=(4, 8), bottleneck="spatial", latent_channels=4)
+  from brainseg_jax.models import ae, layers
+  net = ae.AutoEncoder(layers.Architecture(channels=(4, 8), bottleneck="spatial", latent_dim=16,
+                                           latent_channels=4, blocks_per_level=1, norm="none"))
   images = jax.random.uniform(jax.random.key(1), (2, 16, 16, 1))
   params = net.init(jax.random.key(0), images)["params"]
   rng = jax.random.key(5)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from brainseg_jax import parallel, train
-from brainseg_jax.models import fanogan
+from brainseg_jax.models import create_train_state, fanogan
 from configs import fanogan as fanogan_config
 
 
@@ -101,7 +101,7 @@ def test_multi_device_steps_equal_single_device_steps():
   results = {}
   for n in (1, 4):
     mesh = parallel.data_mesh(jax.devices()[:n])
-    state = jax.device_put(train.create_train_state(model, config), parallel.replicated(mesh))
+    state = jax.device_put(create_train_state(model, config), parallel.replicated(mesh))
     step = train.jit_train_step(model, mesh)
     for i in range(config.model.gan_steps + 2):  # through both stages
       state, _ = step(state, jax.device_put(images, parallel.batch_sharded(mesh)),

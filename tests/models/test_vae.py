@@ -3,13 +3,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from brainseg_jax.models import create_model, vae
+from brainseg_jax.models import create_model, layers, vae
 from tests.models.test_ae import experiment_config
 
 
 def vae_module(bottleneck="dense"):
-  return vae.VariationalAutoEncoder(channels=(8, 16, 32), bottleneck=bottleneck, latent_dim=16,
-                                    latent_channels=4)
+  return vae.VariationalAutoEncoder(layers.Architecture.from_config(
+      experiment_config("vae", bottleneck).model))
 
 
 def test_kl_divergence_matches_hand_computation():

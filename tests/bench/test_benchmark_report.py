@@ -1,0 +1,135 @@
+"""docs/benchmarks.md quotes the numbers of the run it was rendered from.
+
+The report is re-rendered from saved results (`--render_only`), so a wrong
+ratio or a sentence for the wrong machine state would be published without
+anyone re-measuring. These tests render a small run whose numbers are easy to
+work out by hand (batch 32, 2 steps a window: a 1 s window is 64 images/s).
+"""
+
+import copy
+import statistics
+
+from bench import benchmark_report
+
+
+def images_per_s(results, label, name):
+  """train_benchmark.images_per_s, restated: importing that script defines its absl flags."""
+  batch = results["setup"][f"{label}|{name.split('_')[0]}"]["batch"]
+  return batch * results["window_steps"] / statistics.median(results["windows"][f"{label}|{name}"])
+
+
+def _idle_run():
+  """AE: JAX 64 images/s, PyTorch 32 (2.00x). VAE: JAX 64, PyTorch 53.3 (1.20x). GEMM 200."""
+  setup = {f"torch|{name}": dict(params=params, batch=32)
+           for name, params in (("ae", 2447233), ("vae", 3495937))}
+  setup["jax|ae"] = dict(params=2447233, batch=32, first_call=3.5, warm_step=0.6, flops=64e9)
+  setup["jax|vae"] = dict(params=3495937, batch=32, first_call=3.4, warm_step=0.6, flops=64e9)
+  return dict(
+      date="2026-01-01 00:00 UTC", python="3.11.7", runtime_s=300.0, repeats=3, window_steps=2,
+      load_before="load average: 0.10", load_during="load average: 2.00",
+      load_after="load average: 1.00",
+      versions=dict(jax="0.1", flax="0.2", optax="0.3", numpy="2.0", torch="2.13.0+cpu"),
+      setup=setup,
+      windows={"jax|ae": [1.0, 1.0, 1.2], "torch|ae": [2.0, 2.0, 2.4],
+               "jax|vae": [1.0, 1.0, 1.1], "torch|vae": [1.2, 1.2, 1.3]},
+      cache_sizes={"jax|ae": 1, "jax|vae": 1},
+      profile={"ae": dict(forward=0.1, forward_backward=0.4),
+               "vae": dict(forward=0.1, forward_backward=0.4)},
+      gemm={"jax": 190.0, "numpy": 200.0, "torch": 180.0, "maxrss_mb": 900.0},
+      memory={"jax": 1800.0, "torch": 760.0},
+      pipeline=dict(images_per_s=640.0, prepare_seconds=0.5),
+      evaluation=dict(volumes=10, volumes_per_s=2.5, slices_per_s=200.0, first_call=0.8,
+                      compiled_versions=1))
+
+
+def _loaded_run():
+  results = _idle_run()
+  results["gemm"].update(jax=60.0, numpy=55.0, torch=50.0)
+  return results
+
+
+def _run_with_settings():
+  """Adds the settings phase: defaults 64 and 32 images/s, PyTorch with one thread 16."""
+  results = copy.deepcopy(_idle_run())
+  results["ablation_repeats"] = 3
+  results["setup"]["torch, 1 thread|ae"] = dict(params=2447233, batch=32)
+  results["windows"].update({"jax|ae_settings": [1.0] * 3, "torch|ae_settings": [2.0] * 3,
+                             "torch, 1 thread|ae_settings": [4.0] * 3})
+  return results
+
+
+def _missing(report, quoted):
+  """The quoted passages the report lacks: all of them are shown when a test fails."""
+  return [passage for passage in quoted if passage not in report]
+
+
+def test_derived_numbers_are_the_measured_ratios():
+  numbers = benchmark_report.derive_numbers(_idle_run(), images_per_s)
+  ae, vae = numbers.models["ae"], numbers.models["vae"]
+  assert (ae.jax_rate, ae.torch_rate, ae.ratio, ae.best_ratio) == (64, 32, 2, 2)
+  assert round(vae.ratio, 6) == 1.2
+  assert (ae.jax_step, ae.achieved_gflops, ae.fraction_of_peak) == (0.5, 128, 0.64)
+  assert round(ae.backward_per_forward, 6) == 3
+  assert ae.forward_backward_share == 0.8
+  assert numbers.pipeline_vs_training == 10
+  assert numbers.quiet and numbers.settings is None
+  assert not benchmark_report.derive_numbers(_loaded_run(), images_per_s).quiet
+
+
+def test_report_quotes_the_numbers_of_the_run():
+  report = benchmark_report.render(_idle_run(), images_per_s)
+  assert not _missing(report, [
+      "python bench/train_benchmark.py --repeats=3 --window_steps=2",
+      "Measured 2026-01-01 00:00 UTC, in 5.0 min.",
+      "| AE | 2,447,233 | 64.0 | 32.0 | **2.00x** | 0.500 | 1.000 | 2.00x |",
+      "| VAE | 3,495,937 | 64.0 | 53.3 | **1.20x** | 0.500 | 0.600 | 1.20x |",
+      "It is **not reached** for VAE in this run",
+      "| AE | 64.0 | 0.500 | 128.0 | 200 | 64% |",
+      "| AE | 0.100 | 0.400 | 0.500 | 3.0x |",
+      "Forward + backward take 80% of the AE step",
+      "run at 67% of the forward's FLOP rate",
+      "**640 images/s**, 10x the fastest training step",
+      "**2.50 volumes/s** (200 slices/s)",
+      "| JAX (4 devices) | 1800 |",
+      "| PyTorch | 760 |",
+  ])
+  assert "PyTorch's eager step is the faster one" not in report  # neither is slower here
+  assert "## Settings tried" not in report
+  assert "In the settings phase" not in report
+
+
+def test_wording_follows_whether_the_machine_was_idle():
+  idle = benchmark_report.render(_idle_run(), images_per_s)
+  loaded = benchmark_report.render(_loaded_run(), images_per_s)
+  assert not _missing(idle, [
+      "**The machine was otherwise idle**: the GEMM measured in the run reached 200",
+      "- **Not the load.**"])
+  assert not _missing(loaded, [
+      "(its GEMM reached only 60 GFLOP/s of the ~200 idle)",
+      "On the fastest windows it is not reached for VAE:",
+      "the fastest-window ratio (2.00x AE,\n  1.20x VAE)"])
+  assert "otherwise idle" not in loaded and "far below" not in idle
+
+
+def test_settings_phase_is_reported_against_each_framework_default():
+  report = benchmark_report.render(_run_with_settings(), images_per_s)
+  assert not _missing(report, [
+      "(median of 3 windows each)",
+      "| jax, 4 devices, donation (default, as train.py) | 64.0 | 1.00x |",
+      "| torch, 2 threads, NCHW (default above) | 32.0 | 1.00x |",
+      "| torch, 1 thread | 16.0 | 0.50x |",
+      "0.25x JAX's (JAX / PyTorch-1-thread = 4.00x)"])
+  assert "--xla_cpu_use_onednn" not in report  # only said when that setting was measured
+
+
+def test_sections_come_in_order_each_heading_its_own_paragraph():
+  for results in (_idle_run(), _loaded_run(), _run_with_settings()):
+    report = benchmark_report.render(results, images_per_s)
+    settings = ["Settings tried (AE)"] if "ablation_repeats" in results else []
+    expected = ["Training throughput", "Compilation (JAX)", "Achieved FLOP rate (JAX)",
+                "Where the JAX step's time goes", *settings, "What bounds it", "Input pipeline",
+                "Evaluation", "Peak memory"]
+    headings = [line[3:] for line in report.splitlines() if line.startswith("## ")]
+    assert headings == expected
+    for heading in headings:
+      assert f"\n\n## {heading}\n\n" in report, heading
