@@ -52,7 +52,7 @@ def _sheet(builder, n: int) -> str:
 
 def main():
   flags.DEFINE_string("dataset", None, "Dataset name: ixi, brats_glioma, mslub, elderly_flair, "
-                      "nifti_folder.")
+                      "nifti_folder, lgg.")
   flags.DEFINE_string("manual_dir", None, "Folder holding the downloaded scans.")
   flags.DEFINE_string("modality", None, "Modality; default: the dataset's first.")
   flags.DEFINE_integer("resolution", 128, "In-plane size R of the R x R slices (32, 64, 128).")

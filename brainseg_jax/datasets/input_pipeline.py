@@ -17,7 +17,15 @@ import numpy as np
 import tensorflow_datasets as tfds
 from scipy import ndimage
 
-from brainseg_jax.datasets import brats, elderly_flair, ixi, mslub, nifti_folder, synthetic_brain
+from brainseg_jax.datasets import (
+  brats,
+  elderly_flair,
+  ixi,
+  lgg,
+  mslub,
+  nifti_folder,
+  synthetic_brain,
+)
 from brainseg_jax.errors import UserError
 
 # Dataset name (config.dataset.name) -> TFDS builder class.
@@ -28,6 +36,7 @@ BUILDERS = {
     "mslub": mslub.Mslub,
     "elderly_flair": elderly_flair.ElderlyFlair,
     "nifti_folder": nifti_folder.NiftiFolder,
+    "lgg": lgg.Lgg,
 }
 
 
