@@ -51,7 +51,7 @@ def run_to_end(workdir, data_dir) -> float:
 
 def run_and_kill(workdir, data_dir, after_seconds: float) -> str:
   """Starts the run, kills it after `after_seconds`; returns what it was doing then."""
-  log = open(os.path.join(workdir, "..", f"{os.path.basename(workdir)}.log"), "w")
+  log = open(f"{workdir}.log", "w")
   process = subprocess.Popen(_command(workdir, data_dir), cwd=ROOT, stdout=log,
                              stderr=subprocess.STDOUT, env=_env())
   time.sleep(after_seconds)
