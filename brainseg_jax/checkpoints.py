@@ -7,10 +7,13 @@ model from `restore_trained` (and predict its config from `saved_config`), so
 the checks and the messages are the same for both.
 """
 
+import contextlib
 import gc
 import json
 import os
+import re
 import sys
+import tempfile
 import time
 
 import jax
@@ -19,7 +22,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from brainseg_jax.errors import UserError
-from brainseg_jax.models import Model, create_train_state
+from brainseg_jax.models import Model, create_model, create_train_state
 from configs import default
 
 
@@ -48,11 +51,12 @@ class Checkpointer:
     if step is None:
       raise _no_checkpoints(os.path.dirname(self.directory))
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template_state)
+    _silence_orbax_leftovers()
     try:
-      restored = self._manager.restore(
-          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+      with _orbax_reader_noise_filtered():
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
     except Exception as e:  # Orbax raises many types for unreadable files.
-      _silence_orbax_leftovers()
       raise UserError(f"checkpoint {self.directory}/{step} cannot be restored "
                       f"({_first_sentence(e)}); launch.py on this workdir sets it aside and "
                       "resumes from the previous one") from e
@@ -110,12 +114,12 @@ def _first_sentence(error: Exception) -> str:
 
 
 def _silence_orbax_leftovers():
-  """Drops the 'Exception ignored in <coroutine>' reports of a failed Orbax restore.
+  """Drops the "Exception ignored in <coroutine>" reports of a failed Orbax restore.
 
   When one array of a checkpoint cannot be read, Orbax abandons the reads of the
-  others; each abandoned coroutine later prints its own error and a full
-  TensorStore spec (thousands of lines) as it is garbage-collected. The one
-  line that names the broken checkpoint says all of it.
+  others; each abandoned coroutine reports its own error with a full TensorStore
+  spec (thousands of lines) as it is garbage-collected. The one line that names
+  the broken checkpoint says all of it.
   """
   previous = sys.unraisablehook
   if getattr(previous, "drops_orbax_leftovers", False):
@@ -129,7 +133,56 @@ def _silence_orbax_leftovers():
 
   hook.drops_orbax_leftovers = True
   sys.unraisablehook = hook
-  gc.collect()
+
+
+_LOOP_CLOSED = re.compile(r"Traceback \(most recent call last\):\n(?:  .*\n)*?"
+                          r"RuntimeError: Event loop is closed\n")
+
+
+@contextlib.contextmanager
+def _orbax_reader_noise_filtered(settle_seconds: float = 0.5, max_seconds: float = 10.0):
+  """Holds back stderr during a restore; after a failure, drops TensorStore's reader noise.
+
+  TensorStore's reader threads, finishing after a failed restore has closed
+  Orbax's event loop, print "RuntimeError: Event loop is closed" tracebacks
+  from C++ (straight to file descriptor 2, past any Python hook), for seconds
+  after the failure. After a failure this waits until they have stopped (no
+  output for `settle_seconds`), then writes back everything else. A restore
+  that succeeds gets its output back untouched.
+  """
+  sys.stderr.flush()
+  saved_fd = os.dup(2)
+  with tempfile.TemporaryFile() as capture:
+    os.dup2(capture.fileno(), 2)
+    failed = False
+    try:
+      yield
+    except BaseException:
+      failed = True
+      gc.collect()  # abandoned reads report now
+      _wait_for_quiet(capture, settle_seconds, max_seconds)
+      raise
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved_fd, 2)
+      os.close(saved_fd)
+      capture.seek(0)
+      text = capture.read().decode(errors="replace")
+      if failed:
+        text = _LOOP_CLOSED.sub("", text)
+      sys.stderr.write(text)
+      sys.stderr.flush()
+
+
+def _wait_for_quiet(capture, settle_seconds: float, max_seconds: float):
+  deadline = time.time() + max_seconds
+  size = -1
+  while time.time() < deadline:
+    new_size = os.fstat(capture.fileno()).st_size
+    if new_size == size:
+      return
+    size = new_size
+    time.sleep(settle_seconds)
 
 
 def _no_checkpoints(workdir: str) -> UserError:
@@ -162,19 +215,38 @@ def restore_trained(config: ml_collections.ConfigDict, workdir: str, model: Mode
 
 
 def saved_config(workdir: str) -> ml_collections.ConfigDict:
-  """The experiment config stored with the latest checkpoint of `workdir`.
+  """The experiment config of the model in `workdir`: saved with its latest checkpoint.
 
-  Today's defaults fill the keys added since the run was trained (e.g. new
-  eval switches), so an older run still evaluates and predicts.
+  A model with nothing to train (the intensity baseline) has no checkpoint;
+  its config is the one evaluation wrote beside metrics.json. Today's defaults
+  fill the keys added since the run was made (e.g. new eval switches), so an
+  older run still evaluates and predicts.
   """
-  checkpointer = _open(workdir)
-  saved = checkpointer.saved_config()
-  checkpointer.close()
+  if os.path.isdir(checkpoint_dir(workdir)):
+    checkpointer = _open(workdir)
+    saved = checkpointer.saved_config()
+    checkpointer.close()
+  else:
+    saved = _evaluated_untrainable_config(workdir)
   if saved is None:
     raise _no_checkpoints(workdir)
   config = default.get_config()
   _merge(config, saved)
   return config
+
+
+EVALUATED_CONFIG_FILE = "config.json"
+
+
+def _evaluated_untrainable_config(workdir: str) -> dict | None:
+  path = os.path.join(workdir, EVALUATED_CONFIG_FILE)
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    saved = json.load(f)
+  config = default.get_config()
+  _merge(config, saved)
+  return None if create_model(config).trainable else saved
 
 
 def _merge(config: ml_collections.ConfigDict, saved: dict):
