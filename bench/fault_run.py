@@ -142,8 +142,9 @@ def report(results, reference_seconds, kills) -> str:
   lines = ["# Fault run: a smoke training and its evaluation killed at random moments", "",
            f"`python bench/fault_run.py --kills={kills}`: the reference `launch.py "
            f"--config=configs/vae.py:smoke` took {reference_seconds:.0f} s uninterrupted; each "
-           "trial kills the same command (fresh workdir) with SIGKILL at a random moment of 90 % of "
-           "that span (halved if the run had already finished), then runs it again to the end and compares with the reference: parameters "
+           "trial kills the same command (fresh workdir) with SIGKILL at a random moment of "
+           "90 % of that span (halved if the run had already finished), then runs it again to "
+           "the end and compares with the reference: parameters "
            "bit for bit, metrics.json (without its wall-clock seconds), per_volume.csv, "
            "summary.md, the voxels of every NIfTI map and the pixels of every figure.", "",
            f"**{passed} of {len(results)} trials ended identical to the uninterrupted run.**",
