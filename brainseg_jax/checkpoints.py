@@ -7,13 +7,12 @@ model from `restore_trained` (and predict its config from `saved_config`), so
 the checks and the messages are the same for both.
 """
 
-import contextlib
+import asyncio
+import functools
 import gc
 import json
 import os
-import re
 import sys
-import tempfile
 import time
 
 import jax
@@ -52,11 +51,12 @@ class Checkpointer:
       raise _no_checkpoints(os.path.dirname(self.directory))
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template_state)
     _silence_orbax_leftovers()
+    _quiet_closed_loop_callbacks()
     try:
-      with _orbax_reader_noise_filtered():
-        restored = self._manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+      restored = self._manager.restore(
+          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
     except Exception as e:  # Orbax raises many types for unreadable files.
+      gc.collect()  # abandoned reads report now, through the unraisable hook
       raise UserError(f"checkpoint {self.directory}/{step} cannot be restored "
                       f"({_first_sentence(e)}); launch.py on this workdir sets it aside and "
                       "resumes from the previous one") from e
@@ -135,54 +135,29 @@ def _silence_orbax_leftovers():
   sys.unraisablehook = hook
 
 
-_LOOP_CLOSED = re.compile(r"Traceback \(most recent call last\):\n(?:  .*\n)*?"
-                          r"RuntimeError: Event loop is closed\n")
+def _quiet_closed_loop_callbacks():
+  """Lets a callback scheduled onto a closed event loop be dropped instead of raising.
 
-
-@contextlib.contextmanager
-def _orbax_reader_noise_filtered(settle_seconds: float = 0.5, max_seconds: float = 10.0):
-  """Holds back stderr during a restore; after a failure, drops TensorStore's reader noise.
-
-  TensorStore's reader threads, finishing after a failed restore has closed
-  Orbax's event loop, print "RuntimeError: Event loop is closed" tracebacks
-  from C++ (straight to file descriptor 2, past any Python hook), for seconds
-  after the failure. After a failure this waits until they have stopped (no
-  output for `settle_seconds`), then writes back everything else. A restore
-  that succeeds gets its output back untouched.
+  When a restore fails, Orbax closes its event loop while TensorStore's reader
+  threads are still finishing the reads it abandoned; each one then calls
+  `loop.call_soon_threadsafe`, which raises "Event loop is closed", and
+  TensorStore prints that traceback from C++ (past every Python hook), dozens
+  of times, for seconds. A closed loop never runs a callback anyway, so the
+  callback is dropped without a word; open loops are untouched.
   """
-  sys.stderr.flush()
-  saved_fd = os.dup(2)
-  with tempfile.TemporaryFile() as capture:
-    os.dup2(capture.fileno(), 2)
-    failed = False
-    try:
-      yield
-    except BaseException:
-      failed = True
-      gc.collect()  # abandoned reads report now
-      _wait_for_quiet(capture, settle_seconds, max_seconds)
-      raise
-    finally:
-      sys.stderr.flush()
-      os.dup2(saved_fd, 2)
-      os.close(saved_fd)
-      capture.seek(0)
-      text = capture.read().decode(errors="replace")
-      if failed:
-        text = _LOOP_CLOSED.sub("", text)
-      sys.stderr.write(text)
-      sys.stderr.flush()
+  loop_class = asyncio.BaseEventLoop
+  if getattr(loop_class.call_soon_threadsafe, "drops_when_closed", False):
+    return
+  original = loop_class.call_soon_threadsafe
 
+  @functools.wraps(original)
+  def call_soon_threadsafe(self, *args, **kwargs):
+    if self.is_closed():
+      return None
+    return original(self, *args, **kwargs)
 
-def _wait_for_quiet(capture, settle_seconds: float, max_seconds: float):
-  deadline = time.time() + max_seconds
-  size = -1
-  while time.time() < deadline:
-    new_size = os.fstat(capture.fileno()).st_size
-    if new_size == size:
-      return
-    size = new_size
-    time.sleep(settle_seconds)
+  call_soon_threadsafe.drops_when_closed = True
+  loop_class.call_soon_threadsafe = call_soon_threadsafe
 
 
 def _no_checkpoints(workdir: str) -> UserError:

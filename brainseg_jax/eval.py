@@ -11,6 +11,7 @@ chosen by looking at the test labels. Test volumes are scored one at a time and
 only counts are kept, so memory does not grow with the test set.
 """
 
+import os
 import time
 
 import jax
@@ -23,6 +24,7 @@ from brainseg_jax import outputs as outputs_lib
 from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.datasets import input_pipeline
 from brainseg_jax.models import create_model
+from data_prep import atomic
 
 
 class _Group:
@@ -166,6 +168,8 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   }
   if outputs is not None:
     outputs.finish(result, groups["all"].curves.curves())
+    # What produced metrics.json; predict reads it for models without a checkpoint.
+    atomic.write_json(os.path.join(workdir, checkpoints.EVALUATED_CONFIG_FILE), config.to_dict())
     _log_summary(result)
   return result
 

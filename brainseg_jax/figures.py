@@ -20,8 +20,8 @@ def _display(slice_2d: np.ndarray) -> np.ndarray:
   return np.rot90(slice_2d)
 
 
-def _save(fig, path: str, dpi: int):
-  fig.tight_layout()
+def _save(fig, path: str, dpi: int, bottom: float = 0.0):
+  fig.tight_layout(rect=(0, bottom, 1, 1))
   with atomic_path(path) as tmp:
     fig.savefig(tmp, dpi=dpi)
   plt.close(fig)
@@ -67,7 +67,7 @@ def save_curves(path: str, curves: dict, auroc: float, auprc: float):
   _save(fig, path, dpi=100)
 
 
-def save_overlay(path: str, scan, anomaly_map, prediction, threshold: float):
+def save_overlay(path: str, scan, anomaly_map, prediction, threshold: float, caption: str = ""):
   """The scan's axial slice with the most flagged voxels: scan, anomaly map, prediction outline.
 
   All three images share the scan's grid; they are reoriented to RAS only for display.
@@ -98,4 +98,6 @@ def save_overlay(path: str, scan, anomaly_map, prediction, threshold: float):
   for ax in axes:
     ax.set_xticks([])
     ax.set_yticks([])
-  _save(fig, path, dpi=100)
+  if caption:
+    fig.text(0.5, 0.01, caption, ha="center", va="bottom", fontsize=8)
+  _save(fig, path, dpi=100, bottom=0.12 if caption else 0.0)

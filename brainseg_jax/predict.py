@@ -13,34 +13,38 @@ of the scan in any viewer:
   <name>_prediction.nii.gz      0/1 at the healthy-calibrated threshold
   <name>_reconstruction.nii.gz  what the model expected to see
   <name>_overlay.png            the scan's most anomalous axial slice with the prediction
+  <name>_report.json            threshold and its source, fraction of the brain flagged
+                                against the fraction promised (with a warning far above it),
+                                the predicted lesions as 3D components (mL, scanner mm)
 The config is the one saved with the checkpoint, so only the workdir is needed.
+`--calibration=NAME` takes the thresholds of a calibration on a new site's own
+healthy scans (`python -m brainseg_jax.calibrate`) instead of the model's.
 """
 
 import glob
-import json
 import os
 
 import nibabel as nib
 import numpy as np
 from absl import flags, logging
 
-from brainseg_jax import checkpoints, cli, figures, outputs, postprocess, scoring
+from brainseg_jax import (
+    checkpoints,
+    cli,
+    figures,
+    outputs,
+    postprocess,
+    report,
+    scoring,
+    thresholds,
+)
 from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.datasets.input_pipeline import Volume
 from brainseg_jax.errors import USER_ERRORS, UserError
 from brainseg_jax.models import create_model
+from data_prep import atomic
 
 FLAGS = flags.FLAGS
-
-
-def calibrated_threshold(workdir: str) -> float:
-  """The headline threshold evaluation chose on healthy validation data."""
-  path = os.path.join(workdir, "metrics.json")
-  if not os.path.isfile(path):
-    raise UserError(f"{path} not found: run python -m brainseg_jax.eval first; its healthy "
-                    "validation data sets the threshold")
-  with open(path) as f:
-    return float(json.load(f)["protocol"]["threshold"])
 
 
 def scan_paths(path: str) -> list[str]:
@@ -55,14 +59,18 @@ def scan_paths(path: str) -> list[str]:
   return [path]
 
 
-class Predictor:
-  """A trained model with its threshold, ready to score one scan after another."""
+class ScanScorer:
+  """A trained model that turns a raw scan into its maps on the model's slice grid.
+
+  The scan goes through the training data's preprocessing (`data_prep.pipeline`)
+  with the settings saved with the model; one compiled scorer serves every scan.
+  """
 
   def __init__(self, workdir: str, registration: str = "affine", n4: bool = True):
     from data_prep.config import PrepConfig
 
+    self.workdir = workdir
     self.config = checkpoints.saved_config(workdir)
-    self.threshold = calibrated_threshold(workdir)
     self.model = create_model(self.config)
     state, _ = checkpoints.restore_trained(self.config, workdir, self.model)
     self.scorer = scoring.VolumeScorer(self.model, self.config.eval.residual)
@@ -71,20 +79,44 @@ class Predictor:
                            modality=self.config.dataset.modality, registration=registration,
                            n4=n4)
 
-  def __call__(self, scan_path: str, output_dir: str, brain_mask_path: str | None = None):
+  def __call__(self, scan_path: str, brain_mask_path: str | None = None):
+    """(preprocessed scan, slices as a Volume, reconstruction, anomaly map) of one scan."""
     from data_prep import pipeline
 
     prepared = pipeline.preprocess(scan_path, self.prep, brain_mask_path=brain_mask_path)
+    return (prepared, *self.score(prepared))
+
+  def score(self, prepared):
+    """(slices as a Volume, reconstruction, anomaly map) of a preprocessed scan."""
     as_slices = lambda a: np.moveaxis(a, -1, 0)[..., None]  # (x, y, z) -> (z, x, y, 1)
-    volume = Volume(os.path.basename(scan_path), "unknown", as_slices(prepared.image),
-                    as_slices(prepared.brain_mask).astype(bool),
+    volume = Volume(os.path.basename(prepared.record.source_file), "unknown",
+                    as_slices(prepared.image), as_slices(prepared.brain_mask).astype(bool),
                     as_slices(prepared.anomaly_mask).astype(bool))
-    post = self.config.eval.postprocess
-    recon, anomaly = scoring.anomaly_maps(self.scorer, self.state, volume, post)
-    prediction = postprocess.clean_prediction(anomaly > self.threshold, post.min_component_size)
+    recon, anomaly = scoring.anomaly_maps(self.scorer, self.state, volume,
+                                          self.config.eval.postprocess)
+    return volume, recon, anomaly
+
+
+class Predictor:
+  """A trained model with its threshold, ready to score one scan after another."""
+
+  def __init__(self, workdir: str, registration: str = "affine", n4: bool = True,
+               calibration: str | None = None):
+    self.scan_scorer = ScanScorer(workdir, registration, n4)
+    self.threshold = (thresholds.from_calibration(workdir, calibration) if calibration
+                      else thresholds.from_model(workdir))
+
+  def __call__(self, scan_path: str, output_dir: str, brain_mask_path: str | None = None):
+    from data_prep import pipeline
+
+    prepared, volume, recon, anomaly = self.scan_scorer(scan_path, brain_mask_path)
+    post = self.scan_scorer.config.eval.postprocess
+    prediction = postprocess.clean_prediction(anomaly > self.threshold.value,
+                                              post.min_component_size)
+    brain = volume.brain_mask[..., 0]
+    flagged_fraction = float(prediction[brain].mean())
 
     name = _stem(scan_path)
-    os.makedirs(output_dir, exist_ok=True)
     maps = {"anomaly_map": (anomaly, 1), "prediction": (prediction.astype(np.float32), 0),
             "reconstruction": (recon, 1)}
     images, written = {}, {}
@@ -95,10 +127,17 @@ class Predictor:
       images[kind] = image
       written[kind] = os.path.join(output_dir, f"{name}_{kind}.nii.gz")
       outputs.save_nifti(image, written[kind])
-    figures.save_overlay(os.path.join(output_dir, f"{name}_overlay.png"), prepared.scan,
-                         images["anomaly_map"], images["prediction"], self.threshold)
-    logging.info("%s: %d voxels flagged (threshold %.4f) -> %s", scan_path,
-                 int(prediction.sum()), self.threshold, output_dir)
+    scan_report = report.scan_report(os.path.abspath(scan_path), self.threshold,
+                                     flagged_fraction, images["prediction"])
+    written["report"] = os.path.join(output_dir, f"{name}_report.json")
+    atomic.write_json(written["report"], scan_report)
+    written["overlay"] = os.path.join(output_dir, f"{name}_overlay.png")
+    figures.save_overlay(written["overlay"], prepared.scan, images["anomaly_map"],
+                         images["prediction"], self.threshold.value, report.caption(scan_report))
+    logging.info("%s: %.2f%% of the brain flagged (threshold %.4f, %s) -> %s", scan_path,
+                 100 * flagged_fraction, self.threshold.value, self.threshold.source, output_dir)
+    if scan_report["warning"]:
+      logging.warning("%s: %s", scan_path, scan_report["warning"])
     return written
 
 
@@ -111,13 +150,14 @@ def _stem(path: str) -> str:
 
 
 def predict(workdir: str, input_path: str, output_dir: str, brain_mask: str | None = None,
-            registration: str = "affine", n4: bool = True) -> dict[str, dict]:
+            registration: str = "affine", n4: bool = True,
+            calibration: str | None = None) -> dict[str, dict]:
   """Maps for every scan; a scan that fails is logged and skipped, the rest go on."""
   paths = scan_paths(input_path)
   if brain_mask and len(paths) > 1:
     raise UserError("--brain_mask goes with a single --input scan, not a folder")
   output_dir = workdir_lib.ensure_writable(output_dir, "--output_dir")
-  predictor = Predictor(workdir, registration, n4)
+  predictor = Predictor(workdir, registration, n4, calibration)
   results, failures = {}, {}
   for path in paths:
     try:
@@ -140,12 +180,14 @@ def main():
   flags.DEFINE_enum("registration", "affine", ["affine", "none"], "'none' for scans already "
                     "in MNI152 space at the training grid.")
   flags.DEFINE_bool("n4", True, "N4 bias-field correction (off for already corrected scans).")
+  flags.DEFINE_string("calibration", None, "Use the thresholds of this site's calibration "
+                      "(python -m brainseg_jax.calibrate) instead of the model's own.")
   cli.define_device_flags()
 
   def command():
     cli.require_flags("workdir", "input", "output_dir")
     predict(FLAGS.workdir, FLAGS.input, FLAGS.output_dir, FLAGS.brain_mask, FLAGS.registration,
-            FLAGS.n4)
+            FLAGS.n4, FLAGS.calibration)
 
   cli.run(command)
 

@@ -121,3 +121,15 @@ def test_a_bad_output_dir_is_refused_before_any_scan_is_read(vae_smoke_run, glio
   result = _predict(vae_smoke_run[0], glioma_flair[0], output, check=False)
   assert result.returncode == 1 and "--output_dir" in result.stderr and problem in result.stderr
   assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
+
+
+def test_predict_works_with_the_intensity_baseline(tmp_path, data_dir, glioma_flair):
+  """Nothing trained, no checkpoint: predict takes the config evaluation wrote."""
+  workdir = tmp_path / "threshold"
+  run(["launch.py", "--config=configs/threshold.py:smoke", f"--workdir={workdir}"], data_dir)
+  assert not (workdir / "checkpoints").exists()
+  _predict(workdir, glioma_flair[0], tmp_path / "out")
+  prediction = nib.load(tmp_path / "out" / "TCGA-DU-7294_fla_bet_normalized_prediction.nii.gz")
+  tumour = nib.load(glioma_flair[1]).get_fdata() > 0
+  flagged = np.asarray(prediction.dataobj) > 0
+  assert flagged[tumour].mean() > 5 * flagged[~tumour].mean()  # bright FLAIR tumour is found

@@ -1,0 +1,85 @@
+"""Calibrate a trained model's thresholds on a new site's own healthy scans.
+
+    python -m brainseg_jax.calibrate --workdir=runs/vae --healthy=site_scans/ --name=site_a
+    python -m brainseg_jax.predict --workdir=runs/vae --input=scan.nii.gz --output_dir=out/ \\
+        --calibration=site_a
+
+A threshold set on the model's healthy validation split promises to flag a
+fraction `eval.healthy_fprs` of a healthy brain, but only on scans like that
+split. Scans from another scanner or protocol can flag far more. This command
+puts a handful of the site's healthy scans through the same preprocessing and
+scoring as predict and re-derives each threshold from their brain voxels: the
+score above which that fraction of them lies. No lesion mask is read: the
+scans are taken to be healthy. The result is stored by name beside the model's
+own thresholds (`WORKDIR/calibrations/<name>.json`), never over them.
+"""
+
+import datetime
+import os
+
+import numpy as np
+from absl import flags, logging
+
+from brainseg_jax import cli, metrics, predict, thresholds
+from brainseg_jax.errors import USER_ERRORS, UserError
+
+FLAGS = flags.FLAGS
+
+
+def calibrate(workdir: str, healthy: str, name: str, registration: str = "affine",
+              n4: bool = True) -> dict:
+  """Thresholds from the brain voxels of every readable scan in `healthy`; returns the record."""
+  paths = predict.scan_paths(healthy)
+  thresholds.calibration_path(workdir, name)  # a bad name fails before any scan is read
+  scan_scorer = predict.ScanScorer(workdir, registration, n4)
+  scores, used, failures = [], [], {}
+  for path in paths:
+    try:
+      _, volume, _, anomaly = scan_scorer(path)
+    except USER_ERRORS as e:
+      failures[path] = str(e)
+      logging.error("skipped %s: %s", path, e)
+      continue
+    scores.append(anomaly[volume.brain_mask[..., 0]])
+    used.append(os.path.abspath(path))
+  if not used:
+    raise UserError(f"no healthy scan in {healthy} could be used; first error: "
+                    f"{next(iter(failures.values()))}")
+  voxels = np.concatenate(scores)
+  fprs = tuple(scan_scorer.config.eval.healthy_fprs)
+  record = {
+      "name": name,
+      "folder": os.path.abspath(healthy),
+      "scans": used,
+      "skipped": failures,
+      "healthy_fprs": list(fprs),
+      "thresholds": {f"fpr_{fpr:g}": metrics.threshold_at_fpr(voxels, fpr) for fpr in fprs},
+      "brain_voxels": int(voxels.size),
+      "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+  }
+  path = thresholds.save_calibration(workdir, name, record)
+  model = thresholds.from_model(workdir) if os.path.isfile(
+      os.path.join(workdir, "metrics.json")) else None
+  logging.info("calibration %r from %d scans (%d skipped): threshold %.4f at healthy FPR %g%s "
+               "-> %s", name, len(used), len(failures), record["thresholds"][f"fpr_{fprs[0]:g}"],
+               fprs[0], f" (model's own: {model.value:.4f})" if model else "", path)
+  return record
+
+
+def main():
+  flags.DEFINE_string("workdir", None, "A trained run's workdir.")
+  flags.DEFINE_string("healthy", None, "A folder of healthy scans of the site (*.nii, *.nii.gz).")
+  flags.DEFINE_string("name", "site", "Name of this calibration (predict --calibration=NAME).")
+  flags.DEFINE_enum("registration", "affine", ["affine", "none"], "As for predict.")
+  flags.DEFINE_bool("n4", True, "As for predict.")
+  cli.define_device_flags()
+
+  def command():
+    cli.require_flags("workdir", "healthy")
+    calibrate(FLAGS.workdir, FLAGS.healthy, FLAGS.name, FLAGS.registration, FLAGS.n4)
+
+  cli.run(command)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,68 @@
+"""The per-scan report of predict: what was flagged, how much, and how far to trust it.
+
+A threshold promises to flag a fraction `healthy_fpr` of a healthy brain. A
+scan where it flags several times that is either very abnormal or unlike the
+data the threshold was set on (another scanner or site); the report says so,
+so that a user does not read a site effect as disease.
+"""
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from brainseg_jax.thresholds import Threshold
+
+# A scan flagged beyond this multiple of the promised fraction gets a warning.
+WARNING_FACTOR = 3.0
+
+
+def lesion_components(prediction: nib.Nifti1Image) -> list[dict]:
+  """3D connected components (26-connected) of a 0/1 map, largest first, in scanner units."""
+  mask = np.asarray(prediction.dataobj) > 0
+  labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+  if count == 0:
+    return []
+  voxel_ml = abs(np.linalg.det(prediction.affine[:3, :3])) / 1000.0
+  ids = np.arange(1, count + 1)
+  sizes = ndimage.sum_labels(mask, labels, ids)
+  centres = ndimage.center_of_mass(mask, labels, ids)
+  components = []
+  for size, centre in sorted(zip(sizes, centres, strict=True), key=lambda c: -c[0]):
+    world = prediction.affine[:3, :3] @ np.asarray(centre) + prediction.affine[:3, 3]
+    components.append({"voxels": int(size), "volume_ml": float(size * voxel_ml),
+                       "centre_scanner_mm": [round(float(c), 2) for c in world]})
+  return components
+
+
+def scan_report(scan_path: str, threshold: Threshold, flagged_fraction: float,
+                prediction: nib.Nifti1Image) -> dict:
+  """Everything the report JSON holds; `flagged_fraction` is measured inside the brain mask."""
+  lesions = lesion_components(prediction)
+  report = {
+      "scan": scan_path,
+      "threshold": threshold.value,
+      "threshold_source": threshold.source,
+      "healthy_fpr_promised": threshold.healthy_fpr,
+      "brain_fraction_flagged": flagged_fraction,
+      "warning": None,
+      "lesions": lesions,
+      "total_lesion_volume_ml": float(sum(c["volume_ml"] for c in lesions)),
+  }
+  if flagged_fraction > WARNING_FACTOR * threshold.healthy_fpr:
+    report["warning"] = (
+        f"{flagged_fraction:.1%} of the brain is flagged where the threshold flags "
+        f"{threshold.healthy_fpr:.1%} of a healthy brain: the scan is very abnormal or unlike "
+        "the data the threshold was set on (another scanner or site?); calibrate on a few "
+        "healthy scans of this site: python -m brainseg_jax.calibrate")
+  return report
+
+
+def caption(report: dict) -> str:
+  """One or two lines under the overlay figure."""
+  text = (f"threshold {report['threshold']:.3g} ({report['threshold_source']}); "
+          f"{report['brain_fraction_flagged']:.2%} of the brain flagged, "
+          f"{len(report['lesions'])} components, {report['total_lesion_volume_ml']:.1f} mL")
+  if report["warning"]:
+    text += f"\nWARNING: {report['brain_fraction_flagged']:.1%} flagged, " \
+            f"{report['healthy_fpr_promised']:.1%} promised: scan unlike the calibration data"
+  return text

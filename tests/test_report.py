@@ -1,0 +1,56 @@
+"""predict's per-scan report: lesion components in scanner units, and the warning."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+
+from brainseg_jax import report
+from brainseg_jax.thresholds import Threshold
+from tests.conftest import run
+
+
+def _prediction():
+  mask = np.zeros((20, 20, 10), np.uint8)
+  mask[2:6, 2:6, 2:4] = 1  # 32 voxels
+  mask[10:12, 10:13, 5:6] = 1  # 6 voxels
+  affine = np.diag([2.0, 2.0, 3.0, 1.0])
+  affine[:3, 3] = (-10.0, 5.0, 7.0)
+  return nib.Nifti1Image(mask, affine)
+
+
+def test_components_are_largest_first_with_volume_and_centre_in_scanner_mm():
+  components = report.lesion_components(_prediction())
+  assert [c["voxels"] for c in components] == [32, 6]
+  np.testing.assert_allclose([c["volume_ml"] for c in components], [32 * 0.012, 6 * 0.012])
+  # centre of voxels 2..5, 2..5, 2..3 is (3.5, 3.5, 2.5) -> world via the affine
+  np.testing.assert_allclose(components[0]["centre_scanner_mm"], [-3.0, 12.0, 14.5])
+
+
+def test_warning_only_when_far_above_the_promised_fraction():
+  threshold = Threshold(0.5, 0.01, "test")
+  assert report.scan_report("s", threshold, 0.02, _prediction())["warning"] is None
+  warned = report.scan_report("s", threshold, 0.12, _prediction())
+  assert "12.0% of the brain is flagged" in warned["warning"]
+  assert "WARNING" in report.caption(warned)
+
+
+def test_predict_writes_a_report_whose_lesions_add_up_to_the_prediction(vae_smoke_run, tmp_path,
+                                                                        sample_data_dir):
+  scan = sample_data_dir / "tcga_glioma" / "TCGA-DU-7294" / "TCGA-DU-7294_fla_bet_normalized.nii.gz"
+  run(["-m", "brainseg_jax.predict", f"--workdir={vae_smoke_run[0]}", f"--input={scan}",
+       f"--output_dir={tmp_path}"], None)
+  stem = "TCGA-DU-7294_fla_bet_normalized"
+  content = json.loads((tmp_path / f"{stem}_report.json").read_text())
+  for key in ("scan", "threshold", "threshold_source", "healthy_fpr_promised",
+              "brain_fraction_flagged", "warning", "lesions", "total_lesion_volume_ml"):
+    assert key in content, key
+  assert content["threshold_source"].startswith("model evaluation")
+  prediction = nib.load(tmp_path / f"{stem}_prediction.nii.gz")
+  voxel_ml = abs(np.linalg.det(prediction.affine[:3, :3])) / 1000
+  flagged = int((np.asarray(prediction.dataobj) > 0).sum())
+  assert flagged > 0
+  assert sum(c["voxels"] for c in content["lesions"]) == flagged
+  np.testing.assert_allclose(content["total_lesion_volume_ml"], flagged * voxel_ml, rtol=1e-6)
+  sizes = [c["voxels"] for c in content["lesions"]]
+  assert sizes == sorted(sizes, reverse=True)
