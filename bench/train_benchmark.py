@@ -64,6 +64,20 @@ def _config(name):
   return (ae if name == "ae" else vae).get_config()
 
 
+def _synthetic_batch(config):
+  """A training batch of random images (the PyTorch twin gets the same images, NCHW).
+
+  The brain mask is a centred disc; AE and VAE ignore it, so both frameworks do
+  the same work.
+  """
+  import numpy as np
+  size = config.dataset.resolution
+  images = np.random.default_rng(0).random((config.batch_size, size, size, 1), np.float32)
+  yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+  disc = (yy ** 2 + xx ** 2 < (0.4 * size) ** 2)[None, :, :, None]
+  return {"image": images, "brain_mask": np.broadcast_to(disc, images.shape).copy()}
+
+
 def _maxrss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
@@ -102,25 +116,24 @@ class JaxWorker:
     """Builds state and step; times the first (compiling) call apart from the next ones."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
     from brainseg_jax import parallel, train
     from brainseg_jax.models import create_model, create_train_state
     config = _config(name)
     model = create_model(config)
-    size = config.dataset.resolution
     host_state = create_train_state(model, config)
     params = sum(x.size for x in jax.tree.leaves(host_state.params))
-    images_np = np.random.default_rng(0).random((config.batch_size, size, size, 1), np.float32)
+    batch_np = _synthetic_batch(config)
 
     # Total work of one step: XLA's cost analysis of the unpartitioned global-batch step.
-    compiled = jax.jit(model.train_step).lower(host_state, jnp.asarray(images_np)).compile()
+    device_batch = jax.tree.map(jnp.asarray, batch_np)
+    compiled = jax.jit(model.train_step).lower(host_state, device_batch).compile()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
     flops = float(cost["flops"])
 
     state = jax.device_put(host_state, parallel.replicated(self.mesh))
-    images = jax.device_put(images_np, parallel.batch_sharded(self.mesh))
+    batch = jax.device_put(batch_np, parallel.batch_sharded(self.mesh))
     if FLAGS.donate:
       step = train.jit_train_step(model, self.mesh)
     else:
@@ -128,16 +141,16 @@ class JaxWorker:
       step = jax.jit(model.train_step, in_shardings=(replicated, parallel.batch_sharded(self.mesh)),
                      out_shardings=(replicated, replicated))
     start = time.perf_counter()
-    state, metrics = step(state, images)
+    state, metrics = step(state, batch)
     jax.block_until_ready(metrics)
     first = time.perf_counter() - start
     second_times = []
     for _ in range(FLAGS.warmup_steps):
       start = time.perf_counter()
-      state, metrics = step(state, images)
+      state, metrics = step(state, batch)
       jax.block_until_ready(metrics)
       second_times.append(time.perf_counter() - start)
-    self.models[name] = dict(model=model, step=step, state=state, images=images, config=config)
+    self.models[name] = dict(model=model, step=step, state=state, batch=batch, config=config)
     return dict(params=params, flops=flops, first_call=first,
                 warm_step=statistics.median(second_times), batch=config.batch_size)
 
@@ -146,7 +159,7 @@ class JaxWorker:
     state = m["state"]
     start = time.perf_counter()
     for _ in range(steps):
-      state, metrics = m["step"](state, m["images"])
+      state, metrics = m["step"](state, m["batch"])
     self.jax.block_until_ready((state, metrics))
     seconds = time.perf_counter() - start
     m["state"] = state
@@ -161,18 +174,18 @@ class JaxWorker:
     config = m["config"]
     replicated, sharded = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
     # The loss with the step's randomness: train_step minus the optimiser update.
-    loss_of = lambda params, images: _loss(config, params, images)
+    loss_of = lambda params, batch: _loss(config, params, batch)
     forward = jax.jit(loss_of, in_shardings=(replicated, sharded))
     backward = jax.jit(jax.grad(loss_of), in_shardings=(replicated, sharded),
                        out_shardings=replicated)
     params = m["state"].params
     result = {}
     for label, fn in (("forward", forward), ("forward_backward", backward)):
-      jax.block_until_ready(fn(params, m["images"]))
+      jax.block_until_ready(fn(params, m["batch"]))
       times = []
       for _ in range(repeats):
         start = time.perf_counter()
-        jax.block_until_ready(fn(params, m["images"]))
+        jax.block_until_ready(fn(params, m["batch"]))
         times.append(time.perf_counter() - start)
       result[label] = statistics.median(times)
     return result
@@ -239,7 +252,7 @@ class JaxWorker:
                 numpy=np.__version__, devices=f"{jax.device_count()} x {jax.devices()[0].platform}")
 
 
-def _loss(config, params, images):
+def _loss(config, params, batch):
   """The model's training loss (same randomness as step 0), from the config's family."""
   import functools
 
@@ -253,7 +266,7 @@ def _loss(config, params, images):
   else:
     fn = functools.partial(vae.loss_fn, vae.VariationalAutoEncoder(architecture),
                            kl_weight=config.model.kl_weight)
-  return fn(params, images, rng)[0]
+  return fn(params, batch, rng)[0]
 
 
 # ------------------------------------------------------------------------- PyTorch worker
@@ -270,14 +283,11 @@ class TorchWorker:
     self.models = {}
 
   def setup(self, name):
-    import numpy as np
-
     from bench import torch_twin
     config = _config(name)
     module, step = torch_twin.create(config)
-    size = config.dataset.resolution
-    images = self.torch.tensor(
-        np.random.default_rng(0).random((config.batch_size, 1, size, size), np.float32))
+    # The JAX worker's images, NCHW.
+    images = self.torch.tensor(_synthetic_batch(config)["image"]).permute(0, 3, 1, 2).contiguous()
     if FLAGS.channels_last:
       module = module.to(memory_format=self.torch.channels_last)
       images = images.contiguous(memory_format=self.torch.channels_last)

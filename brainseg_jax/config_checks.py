@@ -12,6 +12,7 @@ from brainseg_jax import scoring
 from brainseg_jax.datasets import input_pipeline
 from brainseg_jax.errors import UserError
 from brainseg_jax.models import NAMES as MODEL_NAMES
+from brainseg_jax.models.reconstruction import OPTIMIZERS
 
 _BOTTLENECKS = ("dense", "spatial")
 _NORMS = ("none", "group", "layer")
@@ -56,6 +57,13 @@ def _check_dataset(dataset, eval_config):
 def _check_model(config):
   model = config.model
   _one_of(model.name, MODEL_NAMES, "model.name")
+  if "channels" in model:  # the encoder/decoder families' settings (not the U-Net's)
+    _check_encoder_decoder(config)
+  _check_family(config)
+
+
+def _check_encoder_decoder(config):
+  model = config.model
   channels = tuple(model.channels)
   _require(len(channels) > 0 and all(isinstance(c, int) and c > 0 for c in channels),
            "model.channels", channels, "a non-empty tuple of positive integers")
@@ -71,7 +79,6 @@ def _check_model(config):
              f"multiples of {_GROUPS} with model.norm='group'")
   for key in ("latent_dim", "latent_channels", "blocks_per_level"):
     _positive_int(model, key, "model.")
-  _check_family(config)
 
 
 def _check_family(config):
@@ -83,6 +90,8 @@ def _check_family(config):
     _positive_int(model, "noise_resolution", "model.")
     _require(model.noise_resolution <= config.dataset.resolution, "model.noise_resolution",
              model.noise_resolution, f"at most dataset.resolution ({config.dataset.resolution})")
+  if model.name == "unet_dae":
+    _check_unet(config)
   if model.name == "fanogan":
     for key in ("critic_steps", "latent_dim"):
       _positive_int(model, key, "model.")
@@ -90,6 +99,28 @@ def _check_family(config):
              f"in (0, num_train_steps = {config.num_train_steps}): the encoder stage needs steps")
     for key in ("gan_learning_rate", "encoder_learning_rate"):
       _require(model[key] > 0, f"model.{key}", model[key], "a number > 0")
+
+
+_UNET_KEYS = ("base_width", "levels", "norm_groups", "noise_std", "noise_resolution")
+
+
+def _check_unet(config):
+  model = config.model
+  missing = [key for key in _UNET_KEYS if key not in model]
+  if missing:
+    raise UserError(f"model.name 'unet_dae' needs model.{', model.'.join(missing)}: "
+                    "start from configs/unet_dae.py")
+  for key in ("base_width", "norm_groups"):
+    _positive_int(model, key, "model.")
+  _positive_int(model, "levels", "model.", minimum=2)
+  _require(model.base_width % model.norm_groups == 0, "model.base_width", model.base_width,
+           f"a multiple of model.norm_groups ({model.norm_groups}): group norm splits every "
+           "level's features into that many groups")
+  halvings = 2 ** (model.levels - 1)
+  if config.dataset.resolution % halvings:
+    raise UserError(f"dataset.resolution {config.dataset.resolution} is not divisible by "
+                    f"2^{model.levels - 1} = {halvings}, the U-Net's downsampling "
+                    f"(model.levels = {model.levels}: one halving per level below the first)")
 
 
 def _check_training(config, num_devices: int | None):
@@ -104,6 +135,8 @@ def _check_training(config, num_devices: int | None):
     raise UserError(f"warmup_steps {config.warmup_steps} must be in [0, num_train_steps = "
                     f"{config.num_train_steps})")
   _require(config.learning_rate > 0, "learning_rate", config.learning_rate, "a number > 0")
+  _one_of(config.optimizer, tuple(OPTIMIZERS), "optimizer")
+  _require(config.weight_decay >= 0, "weight_decay", config.weight_decay, "a number >= 0")
   _require(config.grad_clip_norm > 0, "grad_clip_norm", config.grad_clip_norm, "a number > 0")
 
 

@@ -69,6 +69,10 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
-def global_batch(local_batch: np.ndarray, sharding: NamedSharding) -> jax.Array:
-  """Assembles the global batch from every process's local part."""
-  return jax.make_array_from_process_local_data(sharding, local_batch)
+def global_batch(local_batch, sharding: NamedSharding):
+  """Assembles the global batch from every process's local part, array by array.
+
+  `local_batch` is an array or a pytree of arrays (a batch dict): every leaf is
+  split along its first axis the same way.
+  """
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)

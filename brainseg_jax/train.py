@@ -24,7 +24,11 @@ from brainseg_jax.models import Model, create_model, create_train_state
 
 
 def jit_train_step(model: Model, mesh):
-  """The model's train step, compiled once per stage: state replicated, batch split over `mesh`."""
+  """The model's train step, compiled once per stage: state replicated, batch split over `mesh`.
+
+  The batch is a dict of arrays (see input_pipeline.train_batches); one sharding
+  for the whole argument splits every one of them along its first axis.
+  """
   replicated = parallel.replicated(mesh)
   return jax.jit(model.train_step, static_argnums=2,
                  in_shardings=(replicated, parallel.batch_sharded(mesh)),
@@ -72,8 +76,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh):
   earlier_sessions_seconds = workdir_lib.read_train_seconds(workdir, start_step)
 
   for step in range(start_step + 1, config.num_train_steps + 1):
-    images = parallel.global_batch(next(batches), data_sharding)
-    state, metrics = train_step(state, images, model.stage_of(step - 1))
+    batch = parallel.global_batch(next(batches), data_sharding)
+    state, metrics = train_step(state, batch, model.stage_of(step - 1))
     pending_metrics.append(metrics)  # stays on device: no sync in the inner loop
 
     if step % config.log_every_steps == 0 or step == config.num_train_steps:

@@ -34,7 +34,10 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.batch_size = 32  # global, split over all devices
   config.num_train_steps = 1200
+  # Optimiser of the reconstruction models (f-AnoGAN sets its own under model).
+  config.optimizer = "adam"  # or "amsgrad"
   config.learning_rate = 1e-3
+  config.weight_decay = 0.0  # L2 added to the gradient, as torch.optim.Adam's weight_decay
   config.warmup_steps = 100
   config.grad_clip_norm = 1.0
   config.log_every_steps = 50

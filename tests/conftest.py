@@ -13,6 +13,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -32,6 +33,13 @@ def sample_data_dir() -> pathlib.Path:
   if not path.is_dir():
     pytest.skip(f"real sample data not found at {path} (set BRAINSEG_SAMPLE_DATA)")
   return path
+
+
+def as_batch(images, brain_mask=None) -> dict:
+  """A train-step batch from images (B, H, W, 1); the brain is every voxel unless given."""
+  if brain_mask is None:
+    brain_mask = np.ones(np.shape(images), bool)
+  return {"image": images, "brain_mask": brain_mask}
 
 
 def run(args, data_dir, timeout=600, check=True):

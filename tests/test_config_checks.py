@@ -1,10 +1,12 @@
 """Every config key is checked before anything expensive runs."""
 
+import re
+
 import pytest
 
 from brainseg_jax import config_checks
 from brainseg_jax.errors import UserError
-from configs import dae, fanogan, vae
+from configs import dae, fanogan, unet_dae, vae
 from tests.conftest import run
 
 
@@ -28,6 +30,8 @@ from tests.conftest import run
     ("eval.num_figure_volumes", -1, "num_figure_volumes=-1 is out of range"),
     ("dataset.name", "nope", "unknown dataset.name 'nope'"),
     ("model.kl_weight", -1.0, "model.kl_weight=-1.0 is out of range"),
+    ("optimizer", "sgd", "unknown optimizer 'sgd'"),
+    ("weight_decay", -1e-5, "weight_decay=-1e-05 is out of range"),
 ])
 def test_out_of_range_values_are_named(key, value, message):
   config = vae.get_config("smoke")
@@ -56,7 +60,29 @@ def test_family_keys_are_checked():
     config_checks.check(config, 4)
 
 
-@pytest.mark.parametrize("name", ["ae", "vae", "dae", "fanogan", "threshold"])
+@pytest.mark.parametrize("key, value, message", [
+    ("base_width", 6, "model.base_width=6 is out of range: expected a multiple of "
+                      "model.norm_groups (4)"),
+    ("norm_groups", 0, "model.norm_groups=0 is out of range"),
+    ("levels", 1, "model.levels=1 is out of range"),
+    ("levels", 8, "dataset.resolution 64 is not divisible by 2^7 = 128, the U-Net's"),
+    ("noise_resolution", 128, "model.noise_resolution=128 is out of range"),
+])
+def test_unet_keys_are_checked(key, value, message):
+  config = unet_dae.get_config("smoke")
+  config.model[key] = value
+  with pytest.raises(UserError, match=re.escape(message)):
+    config_checks.check(config, 4)
+
+
+def test_unet_family_on_an_autoencoder_config_names_its_missing_keys():
+  config = vae.get_config("smoke")
+  config.model.name = "unet_dae"
+  with pytest.raises(UserError, match="needs model.base_width, model.levels"):
+    config_checks.check(config, 4)
+
+
+@pytest.mark.parametrize("name", ["ae", "vae", "dae", "unet_dae", "fanogan", "threshold"])
 @pytest.mark.parametrize("variant", [None, "smoke"])
 def test_every_shipped_config_passes(name, variant):
   import importlib

@@ -10,7 +10,9 @@ from brainseg_jax.datasets import input_pipeline
 from brainseg_jax.errors import UserError
 from brainseg_jax.models import create_model
 from configs import fanogan as fanogan_config
+from configs import unet_dae as unet_dae_config
 from configs import vae as vae_config
+from tests.conftest import as_batch
 
 
 def tiny_config(data_dir, name="vae"):
@@ -42,10 +44,10 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(name):
   mesh = parallel.data_mesh()
   state = jax.device_put(train.create_train_state(model, config), parallel.replicated(mesh))
   step = train.jit_train_step(model, mesh)
-  images = fixed_batch()
+  batch = as_batch(fixed_batch())
   losses = []
   for _ in range(30):
-    state, metrics = step(state, images, 0)
+    state, metrics = step(state, batch, 0)
     losses.append(float(metrics["loss"]))
   assert losses[-1] < 0.5 * losses[0], losses
   assert step._cache_size() == 1  # compiled once, not per step
@@ -56,14 +58,14 @@ def test_step_on_four_devices_equals_step_on_one():
   assert jax.device_count() >= 4, "conftest asks XLA for 4 CPU devices"
   config = tiny_config("")
   model = create_model(config)
-  images = fixed_batch()
+  batch = as_batch(fixed_batch())
   params = {}
   for n in (1, 4):
     mesh = parallel.data_mesh(jax.devices()[:n])
     state = jax.device_put(train.create_train_state(model, config), parallel.replicated(mesh))
     step = train.jit_train_step(model, mesh)
     for _ in range(3):
-      state, _ = step(state, jax.device_put(images, parallel.batch_sharded(mesh)), 0)
+      state, _ = step(state, jax.device_put(batch, parallel.batch_sharded(mesh)), 0)
     assert len(state.params["Bottleneck_0"]["Dense_0"]["kernel"].sharding.device_set) == n
     params[n] = jax.device_get(state.params)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6),
@@ -113,10 +115,12 @@ def test_unwritable_workdir_is_a_clear_error(tmp_path):
     train.train(tiny_config(""), str(blocker / "run"))
 
 
-@pytest.mark.parametrize("name", ["vae", "fanogan"])
+@pytest.mark.parametrize("name", ["vae", "unet_dae", "fanogan"])
 def test_train_step_compiles_once_per_stage(name, caplog):
   """Steady-state steps must reuse the first compilation (checked with jax.log_compiles)."""
   config = tiny_config(data_dir=None)
+  if name == "unet_dae":
+    config.model = unet_dae_config.get_config("smoke").model
   if name == "fanogan":
     config.model = fanogan_config.get_config("smoke").model
     config.model.gan_steps = 3  # steps 0-2 train the GAN, 3-5 the encoder
@@ -125,7 +129,7 @@ def test_train_step_compiles_once_per_stage(name, caplog):
   mesh = parallel.data_mesh()
   state = jax.device_put(train.create_train_state(model, config), parallel.replicated(mesh))
   step = train.jit_train_step(model, mesh)
-  images = jax.device_put(fixed_batch(), parallel.batch_sharded(mesh))
+  batch = jax.device_put(as_batch(fixed_batch()), parallel.batch_sharded(mesh))
   stages = sorted({model.stage_of(i) for i in range(config.num_train_steps)})
 
   def compiled_train_steps():
@@ -135,12 +139,12 @@ def test_train_step_compiles_once_per_stage(name, caplog):
 
   with jax.log_compiles(), caplog.at_level(logging.DEBUG):
     for stage in stages:
-      state, metrics = step(state, images, stage)
+      state, metrics = step(state, batch, stage)
     jax.block_until_ready(metrics)
     first = compiled_train_steps()
     for _ in range(3):
       for stage in stages:
-        state, metrics = step(state, images, stage)
+        state, metrics = step(state, batch, stage)
     jax.block_until_ready(metrics)
     later = compiled_train_steps()
   assert len(stages) == (3 if name == "fanogan" else 1)

@@ -111,25 +111,37 @@ def healthy_training_image(example) -> np.ndarray:
   return np.where(lesion[..., None], np.float32(fill), image)
 
 
-def _process_share(global_batch: np.ndarray) -> np.ndarray:
-  """This process's consecutive part of a global batch."""
-  local = global_batch.shape[0] // jax.process_count()
-  return global_batch[jax.process_index() * local:(jax.process_index() + 1) * local]
+def training_example(example) -> dict[str, np.ndarray]:
+  """What a train step sees of a slice: its healthy image and its brain mask (bool).
+
+  The brain mask lets a model restrict its corruption or its loss to the brain
+  (the denoising U-Net adds noise and counts errors there only).
+  """
+  return {"image": healthy_training_image(example),
+          "brain_mask": example["brain_mask"].astype(bool)}
+
+
+def _process_share(global_batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """This process's consecutive part of every array of a global batch."""
+  local = len(global_batch["image"]) // jax.process_count()
+  start = jax.process_index() * local
+  return {key: value[start:start + local] for key, value in global_batch.items()}
 
 
 def train_batches(builder, batch_size: int, seed: int, start_step: int = 0,
-                  split: str = "train") -> Iterator[np.ndarray]:
-  """Endless shuffled batches of images, starting at batch `start_step`.
+                  split: str = "train") -> Iterator[dict[str, np.ndarray]]:
+  """Endless shuffled batches, starting at batch `start_step`.
 
-  Each process reads its own 1/process_count of every batch (`batch_size` is
-  global), so a multi-host run assembles one global batch per step.
+  A batch is a dict: "image" (B, H, W, 1) float32 and "brain_mask" (B, H, W, 1)
+  bool. Each process reads its own 1/process_count of every batch (`batch_size`
+  is global), so a multi-host run assembles one global batch per step.
   """
   source = builder.as_data_source(split=split)
   dataset = (grain.MapDataset.source(source)
              .seed(seed)
              .shuffle()
              .repeat(None)
-             .map(healthy_training_image)
+             .map(training_example)
              .batch(batch_size, drop_remainder=True)
              .map(_process_share))
   dataset = dataset.slice(slice(start_step, None))

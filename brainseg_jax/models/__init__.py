@@ -9,10 +9,11 @@ import jax
 import ml_collections
 
 from brainseg_jax.errors import UserError
-from brainseg_jax.models import ae, dae, fanogan, threshold, vae
+from brainseg_jax.models import ae, dae, fanogan, threshold, unet_dae, vae
 from brainseg_jax.models.base import Model
 
-FAMILIES = {"ae": ae, "vae": vae, "dae": dae, "fanogan": fanogan, "threshold": threshold}
+FAMILIES = {"ae": ae, "vae": vae, "dae": dae, "unet_dae": unet_dae, "fanogan": fanogan,
+            "threshold": threshold}
 NAMES = tuple(FAMILIES)
 
 

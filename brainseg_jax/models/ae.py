@@ -27,9 +27,10 @@ class AutoEncoder(nn.Module):
     return layers.Decoder(arch.channels, 1, arch.blocks_per_level, arch.norm)(h)
 
 
-def loss_fn(module, params, images, rng):
-  """Mean over the batch of the per-slice sum of squared errors."""
+def loss_fn(module, params, batch, rng):
+  """Mean over the batch of the per-slice sum of squared errors (the whole slice)."""
   del rng  # deterministic model
+  images = batch["image"]
   recon = module.apply({"params": params}, images)
   loss = jnp.mean(jnp.sum(jnp.square(recon - images), axis=(1, 2, 3)))
   return loss, {"loss": loss}

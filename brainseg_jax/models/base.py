@@ -2,8 +2,11 @@
 
 The train loop, the scorer and the evaluation never ask which model they run:
   create_state(rng, image_shape) -> train state (a pytree with a `step`);
-  train_step(state, images, stage=0) -> (state, dict of scalar metrics); pure
+  train_step(state, batch, stage=0) -> (state, dict of scalar metrics); pure
     and jittable, its randomness a function of the seed and `state.step`;
+    `batch` is a dict: "image" (B, H, W, C) float32 and "brain_mask"
+    (B, H, W, 1) bool, so a model can corrupt or score the brain only; a family
+    that does not need the mask reads "image" alone;
     `stage` is static: families trained in stages (f-AnoGAN) name the stage of
     each step with `stage_of(step)`, and each stage compiles once;
   reconstruct(state, images) -> deterministic reconstruction; the anomaly map

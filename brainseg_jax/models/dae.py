@@ -24,8 +24,13 @@ def coarse_noise(rng, shape, noise_std: float, noise_resolution: int):
   return jax.image.resize(coarse, shape, method="bilinear")
 
 
-def loss_fn(module, params, images, rng, noise_std=0.2, noise_resolution=16):
-  """Per-slice sum of squared errors: reconstruction of the noisy slice vs the clean slice."""
+def loss_fn(module, params, batch, rng, noise_std=0.2, noise_resolution=16):
+  """Per-slice sum of squared errors: reconstruction of the noisy slice vs the clean slice.
+
+  Noise and loss cover the whole slice; `unet_dae` is the published variant that
+  restricts both to the brain.
+  """
+  images = batch["image"]
   noisy = images + coarse_noise(rng, images.shape, noise_std, noise_resolution)
   recon = module.apply({"params": params}, noisy)
   loss = jnp.mean(jnp.sum(jnp.square(recon - images), axis=(1, 2, 3)))

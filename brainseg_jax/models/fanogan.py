@@ -259,8 +259,12 @@ class FAnoGAN:
       return self.CRITIC_AND_GENERATOR
     return self.CRITIC
 
-  def train_step(self, state: FAnoGANState, images, stage: int = 0):
-    """One update of the given stage (static: each stage compiles to its own program)."""
+  def train_step(self, state: FAnoGANState, batch, stage: int = 0):
+    """One update of the given stage (static: each stage compiles to its own program).
+
+    Only the batch's "image" is used: the critic judges whole slices.
+    """
+    images = batch["image"]
     rng = jax.random.fold_in(jax.random.key(self.seed), state.step)
     if stage == self.ENCODER:
       state, metrics = self.encoder_stage(state, images, rng)

@@ -48,8 +48,9 @@ def kl_divergence(mean, log_var):
   return jnp.sum(kl.reshape(kl.shape[0], -1), axis=-1)
 
 
-def loss_fn(module, params, images, rng, kl_weight=1.0):
+def loss_fn(module, params, batch, rng, kl_weight=1.0):
   """Negative ELBO up to constants: per-slice sum of squared errors + kl_weight * KL."""
+  images = batch["image"]
   recon, mean, log_var = module.apply({"params": params}, images, rng)
   reconstruction = jnp.mean(jnp.sum(jnp.square(recon - images), axis=(1, 2, 3)))
   kl = jnp.mean(kl_divergence(mean, log_var))

@@ -27,3 +27,12 @@ def test_healthy_slices_pass_unchanged():
   example = _slice(lesion_value=0.4)
   example["anomaly_mask"][:] = 0
   assert input_pipeline.healthy_training_image(example) is example["image"]
+
+
+def test_a_training_example_is_the_healthy_image_and_its_brain_mask():
+  example = _slice(lesion_value=1.3)
+  seen = input_pipeline.training_example(example)
+  assert set(seen) == {"image", "brain_mask"}
+  np.testing.assert_array_equal(seen["image"], input_pipeline.healthy_training_image(example))
+  assert seen["brain_mask"].dtype == bool
+  np.testing.assert_array_equal(seen["brain_mask"], example["brain_mask"].astype(bool))

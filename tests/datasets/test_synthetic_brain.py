@@ -57,9 +57,15 @@ def test_train_batches_resume_at_the_same_batch(builder):
   full = input_pipeline.train_batches(builder, batch_size=4, seed=0)
   batches = [next(full) for _ in range(5)]
   resumed = input_pipeline.train_batches(builder, batch_size=4, seed=0, start_step=3)
-  np.testing.assert_array_equal(next(resumed), batches[3])
-  assert batches[0].shape == (4, 32, 32, 1)
-  assert not np.array_equal(batches[0], batches[1])
+  resumed_batch = next(resumed)
+  for key, value in batches[3].items():
+    np.testing.assert_array_equal(resumed_batch[key], value)
+  assert set(batches[0]) == {"image", "brain_mask"}
+  assert batches[0]["image"].shape == batches[0]["brain_mask"].shape == (4, 32, 32, 1)
+  assert batches[0]["image"].dtype == np.float32 and batches[0]["brain_mask"].dtype == bool
+  # The mask is the slice's: no image intensity outside it.
+  assert not batches[0]["image"][~batches[0]["brain_mask"]].any()
+  assert not np.array_equal(batches[0]["image"], batches[1]["image"])
 
 
 def test_unknown_dataset_and_variant_are_clear_errors(data_dir):

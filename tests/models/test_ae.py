@@ -5,6 +5,7 @@ import pytest
 from brainseg_jax.errors import UserError
 from brainseg_jax.models import ae, create_model, layers
 from configs import default
+from tests.conftest import as_batch
 
 
 def experiment_config(name, bottleneck="dense", **model_overrides):
@@ -48,7 +49,7 @@ def test_loss_is_mean_per_slice_sum_of_squared_errors():
   net = module(experiment_config("ae"))
   images = jax.random.uniform(jax.random.key(1), (2, 32, 32, 1))
   params = net.init(jax.random.key(0), images)["params"]
-  loss, _ = ae.loss_fn(net, params, images, None)
+  loss, _ = ae.loss_fn(net, params, as_batch(images), None)
   recon = ae.reconstruct(net, params, images)
   assert jnp.allclose(loss, jnp.sum((recon - images) ** 2) / 2, rtol=1e-5)
 

@@ -3,6 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from brainseg_jax.models import dae
+from tests.conftest import as_batch
 
 
 def test_noise_is_coarse():
@@ -34,7 +35,7 @@ def test_loss_compares_reconstruction_of_noisy_input_with_clean_input():
   images = jax.random.uniform(jax.random.key(1), (2, 16, 16, 1))
   params = net.init(jax.random.key(0), images)["params"]
   rng = jax.random.key(5)
-  loss, _ = dae.loss_fn(net, params, images, rng, noise_std=0.3, noise_resolution=4)
+  loss, _ = dae.loss_fn(net, params, as_batch(images), rng, noise_std=0.3, noise_resolution=4)
   noisy = images + dae.coarse_noise(rng, images.shape, 0.3, 4)
   recon = net.apply({"params": params}, noisy)
   np.testing.assert_allclose(loss, jnp.sum((recon - images) ** 2) / 2, rtol=1e-5)

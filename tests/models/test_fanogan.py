@@ -6,6 +6,7 @@ import pytest
 from brainseg_jax import parallel, train
 from brainseg_jax.models import create_train_state, fanogan
 from configs import fanogan as fanogan_config
+from tests.conftest import as_batch
 
 
 def tiny_config():
@@ -45,7 +46,7 @@ def gan():
 def train_step(gan):
   """One compiled step shared by the tests below (same shapes: one compilation)."""
   step = jax.jit(gan.train_step, static_argnames="stage")
-  return lambda state, images: step(state, images, stage=gan.stage_of(int(state.step)))
+  return lambda state, images: step(state, as_batch(images), stage=gan.stage_of(int(state.step)))
 
 
 def test_critic_step_raises_the_wasserstein_estimate_on_a_fixed_batch():
@@ -104,7 +105,7 @@ def test_multi_device_steps_equal_single_device_steps():
     state = jax.device_put(create_train_state(model, config), parallel.replicated(mesh))
     step = train.jit_train_step(model, mesh)
     for i in range(config.model.gan_steps + 2):  # through both stages
-      state, _ = step(state, jax.device_put(images, parallel.batch_sharded(mesh)),
+      state, _ = step(state, jax.device_put(as_batch(images), parallel.batch_sharded(mesh)),
                       model.stage_of(i))
     results[n] = jax.device_get(state)
   # Adversarial updates amplify float reduction-order differences a little.

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from brainseg_jax.models import create_model, layers, vae
+from tests.conftest import as_batch
 from tests.models.test_ae import experiment_config
 
 
@@ -30,8 +31,8 @@ def test_loss_is_reconstruction_plus_weighted_kl(bottleneck):
   images = jax.random.uniform(jax.random.key(1), (2, 32, 32, 1))
   params = net.init(jax.random.key(0), images)["params"]
   rng = jax.random.key(2)
-  loss_light, m = vae.loss_fn(net, params, images, rng, kl_weight=0.5)
-  loss_heavy, _ = vae.loss_fn(net, params, images, rng, kl_weight=3.0)
+  loss_light, m = vae.loss_fn(net, params, as_batch(images), rng, kl_weight=0.5)
+  loss_heavy, _ = vae.loss_fn(net, params, as_batch(images), rng, kl_weight=3.0)
   assert m["kl"] > 0 and m["reconstruction"] > 0
   np.testing.assert_allclose(loss_light, m["reconstruction"] + 0.5 * m["kl"], rtol=1e-5)
   np.testing.assert_allclose(loss_heavy, m["reconstruction"] + 3.0 * m["kl"], rtol=1e-5)

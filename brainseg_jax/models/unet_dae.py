@@ -1,0 +1,80 @@
+"""Denoising U-Net (Kascenas et al., MIDL 2022): coarse noise inside the brain, loss in it.
+
+The published version of the coarse-noise denoising autoencoder (dae.py has
+the autoencoder variant). Three things differ from dae.py, each as in the
+paper:
+  * the network is a U-Net (unet.py): full-resolution skips keep anatomical
+    detail sharp, and the noise stops it from simply copying its input;
+  * the noise goes inside the brain only, where anomalies are looked for: the
+    background stays exactly zero, so the model is never asked to "denoise" the
+    edge of the head into it;
+  * the loss counts brain voxels only, and the noise grid is shifted by a random
+    offset so its blobs do not always sit on the same pixels.
+At test time the clean slice goes in (`reconstruct`), and a lesion, to a model
+that has only seen healthy tissue, is one more blob to remove.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from brainseg_jax.models import dae, reconstruction, unet
+
+
+def shifted_coarse_noise(rng, shape, noise_std: float, noise_resolution: int):
+  """dae.coarse_noise, its grid shifted by a random offset in each slice.
+
+  The noise is drawn on one more grid cell per side than the image needs and
+  each slice takes its window at a random offset of up to one cell. The paper
+  rolls the noise instead, by one offset per batch; a window has no seam where
+  rolled noise wraps round, and per-slice offsets decorrelate the slices.
+  """
+  batch, height, width, channels = shape
+  cell_h, cell_w = -(-height // noise_resolution), -(-width // noise_resolution)
+  noise_rng, offset_rng = jax.random.split(rng)
+  padded = dae.coarse_noise(noise_rng, (batch, height + cell_h, width + cell_w, channels),
+                            noise_std, noise_resolution + 1)
+  rows = jax.random.randint(offset_rng, (batch,), 0, cell_h)
+  cols = jax.random.randint(jax.random.fold_in(offset_rng, 1), (batch,), 0, cell_w)
+
+  def window(noise, row, col):
+    return jax.lax.dynamic_slice(noise, (row, col, 0), (height, width, channels))
+
+  return jax.vmap(window)(padded, rows, cols)
+
+
+def noisy_brain(rng, images, brain_mask, noise_std: float, noise_resolution: int):
+  """`images` with shifted coarse noise added inside `brain_mask`; untouched outside it."""
+  noise = shifted_coarse_noise(rng, images.shape, noise_std, noise_resolution)
+  return images + jnp.where(brain_mask, noise, 0.0)
+
+
+def brain_squared_error(recon, images, brain_mask):
+  """The paper's loss: squared error on brain voxels, averaged over all voxels.
+
+  Dividing by the fixed voxel count (not the batch's brain voxels) keeps each
+  voxel's weight the same in every batch; blank slices add nothing.
+  """
+  return jnp.mean(jnp.where(brain_mask, jnp.square(recon - images), 0.0))
+
+
+def loss_fn(module, params, batch, rng, noise_std=0.2, noise_resolution=16):
+  """Reconstruction of the slice noised inside its brain vs the clean slice, in the brain."""
+  images, brain_mask = batch["image"], batch["brain_mask"]
+  noisy = noisy_brain(rng, images, brain_mask, noise_std, noise_resolution)
+  loss = brain_squared_error(module.apply({"params": params}, noisy), images, brain_mask)
+  return loss, {"loss": loss}
+
+
+def reconstruct(module, params, images):
+  return module.apply({"params": params}, images)
+
+
+def create_model(config: ml_collections.ConfigDict):
+  module = unet.UNet(unet.UNetArchitecture.from_config(config.model))
+  loss = functools.partial(loss_fn, module, noise_std=config.model.noise_std,
+                           noise_resolution=config.model.noise_resolution)
+  return reconstruction.make_model("unet_dae", module, loss, functools.partial(reconstruct, module),
+                                   config)
