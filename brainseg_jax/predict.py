@@ -152,12 +152,14 @@ def _stem(path: str) -> str:
 def predict(workdir: str, input_path: str, output_dir: str, brain_mask: str | None = None,
             registration: str = "affine", n4: bool = True,
             calibration: str | None = None) -> dict[str, dict]:
-  """Maps for every scan; a scan that fails is logged and skipped, the rest go on."""
+  """Maps for a scan, or for every scan of a folder: one that fails is logged and skipped."""
   paths = scan_paths(input_path)
   if brain_mask and len(paths) > 1:
     raise UserError("--brain_mask goes with a single --input scan, not a folder")
   output_dir = workdir_lib.ensure_writable(output_dir, "--output_dir")
   predictor = Predictor(workdir, registration, n4, calibration)
+  if os.path.isfile(input_path):  # one scan: its error is the command's one line
+    return {input_path: predictor(input_path, output_dir, brain_mask)}
   results, failures = {}, {}
   for path in paths:
     try:

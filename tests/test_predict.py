@@ -133,3 +133,12 @@ def test_predict_works_with_the_intensity_baseline(tmp_path, data_dir, glioma_fl
   tumour = nib.load(glioma_flair[1]).get_fdata() > 0
   flagged = np.asarray(prediction.dataobj) > 0
   assert flagged[tumour].mean() > 5 * flagged[~tumour].mean()  # bright FLAIR tumour is found
+
+
+def test_a_single_bad_scan_is_exactly_one_line(vae_smoke_run, tmp_path):
+  scan = _scan(tmp_path / "tiny.nii.gz", (8, 8, 8), 1.0)
+  result = _predict(vae_smoke_run[0], scan, tmp_path / "out", check=False)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines() == [
+      f"error: {scan}: field of view 8 x 8 x 8 mm is too small for a head scan (each side must "
+      "be at least 40 mm)"], result.stderr
