@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 import jax
 import ml_collections
@@ -56,7 +57,9 @@ class Checkpointer:
       restored = self._manager.restore(
           step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
     except Exception as e:  # Orbax raises many types for unreadable files.
-      gc.collect()  # abandoned reads report now, through the unraisable hook
+      with warnings.catch_warnings():  # abandoned reads report now, and quietly
+        warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
+        gc.collect()
       raise UserError(f"checkpoint {self.directory}/{step} cannot be restored "
                       f"({_first_sentence(e)}); launch.py on this workdir sets it aside and "
                       "resumes from the previous one") from e
