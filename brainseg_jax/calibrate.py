@@ -21,7 +21,6 @@ import numpy as np
 from absl import flags, logging
 
 from brainseg_jax import cli, metrics, predict, thresholds
-from brainseg_jax.errors import USER_ERRORS, UserError
 
 FLAGS = flags.FLAGS
 
@@ -32,20 +31,14 @@ def calibrate(workdir: str, healthy: str, name: str, registration: str = "affine
   paths = predict.scan_paths(healthy)
   thresholds.calibration_path(workdir, name)  # a bad name fails before any scan is read
   scan_scorer = predict.ScanScorer(workdir, registration, n4)
-  scores, used, failures = [], [], {}
-  for path in paths:
-    try:
-      _, volume, _, anomaly = scan_scorer(path)
-    except USER_ERRORS as e:
-      failures[path] = str(e)
-      logging.error("skipped %s: %s", path, e)
-      continue
-    scores.append(anomaly[volume.brain_mask[..., 0]])
-    used.append(os.path.abspath(path))
-  if not used:
-    raise UserError(f"no healthy scan in {healthy} could be used; first error: "
-                    f"{next(iter(failures.values()))}")
-  voxels = np.concatenate(scores)
+
+  def brain_scores(path):
+    _, volume, _, anomaly = scan_scorer(path)
+    return anomaly[volume.brain_mask[..., 0]]
+
+  scores, failures = predict.for_each_scan(paths, brain_scores)
+  used = [os.path.abspath(path) for path in scores]
+  voxels = np.concatenate(list(scores.values()))
   fprs = tuple(scan_scorer.config.eval.healthy_fprs)
   record = {
       "name": name,

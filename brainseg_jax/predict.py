@@ -69,7 +69,6 @@ class ScanScorer:
   def __init__(self, workdir: str, registration: str = "affine", n4: bool = True):
     from data_prep.config import PrepConfig
 
-    self.workdir = workdir
     self.config = checkpoints.saved_config(workdir)
     self.model = create_model(self.config)
     state, _ = checkpoints.restore_trained(self.config, workdir, self.model)
@@ -102,9 +101,10 @@ class Predictor:
 
   def __init__(self, workdir: str, registration: str = "affine", n4: bool = True,
                calibration: str | None = None):
-    self.scan_scorer = ScanScorer(workdir, registration, n4)
+    # The threshold first: a missing one fails before the model is restored.
     self.threshold = (thresholds.from_calibration(workdir, calibration) if calibration
                       else thresholds.from_model(workdir))
+    self.scan_scorer = ScanScorer(workdir, registration, n4)
 
   def __call__(self, scan_path: str, output_dir: str, brain_mask_path: str | None = None):
     from data_prep import pipeline
@@ -160,17 +160,26 @@ def predict(workdir: str, input_path: str, output_dir: str, brain_mask: str | No
   predictor = Predictor(workdir, registration, n4, calibration)
   if os.path.isfile(input_path):  # one scan: its error is the command's one line
     return {input_path: predictor(input_path, output_dir, brain_mask)}
+  results, _ = for_each_scan(paths, lambda path: predictor(path, output_dir, brain_mask))
+  return results
+
+
+def for_each_scan(paths: list[str], process) -> tuple[dict, dict]:
+  """`process(path)` for every scan: one that fails is logged and skipped, the rest go on.
+
+  Returns (results, errors), each by path; raises when no scan could be processed.
+  """
   results, failures = {}, {}
   for path in paths:
     try:
-      results[path] = predictor(path, output_dir, brain_mask)
+      results[path] = process(path)
     except USER_ERRORS as e:
       failures[path] = str(e)
       logging.error("skipped %s: %s", path, e)
   logging.info("%d of %d scans done, %d skipped", len(results), len(paths), len(failures))
-  if failures and not results:
+  if not results:
     raise UserError(f"no scan could be processed; first error: {next(iter(failures.values()))}")
-  return results
+  return results, failures
 
 
 def main():
