@@ -52,6 +52,8 @@ def _check_dataset(dataset, eval_config):
   if eval_config.test_dataset:
     _one_of(eval_config.test_dataset, names, "eval.test_dataset")
   _positive_int(dataset, "resolution", "dataset.")
+  _one_of(dataset.train_slices, sorted(input_pipeline.TRAIN_SLICES), "dataset.train_slices")
+  _positive_int(dataset, "lesion_margin_slices", "dataset.", minimum=0)
 
 
 def _check_model(config):

@@ -4,7 +4,9 @@
 
 The protocol keeps the test labels out of every choice: each threshold is the
 score that flags a fraction `eval.healthy_fprs` of the voxels of the healthy
-validation brains (the first is the headline). Every post-processing step is a
+validation brains (the first is the headline); where the validation volumes
+carry lesion labels, the threshold of best validation Dice is reported beside
+it (`labelled_validation`, what most papers report). Every post-processing step is a
 switch in `eval.postprocess`, recorded in metrics.json. The best Dice over all
 thresholds is reported too, labelled as the upper bound it is, since it is
 chosen by looking at the test labels. Test volumes are scored one at a time and
@@ -23,6 +25,7 @@ from brainseg_jax import checkpoints, cli, config_checks, metrics, postprocess, 
 from brainseg_jax import outputs as outputs_lib
 from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.datasets import input_pipeline
+from brainseg_jax.errors import UserError
 from brainseg_jax.models import create_model
 from data_prep import atomic
 
@@ -34,23 +37,23 @@ class _Group:
   threshold, lesion counts, a score histogram, and a few numbers per volume.
   """
 
-  def __init__(self, upper: float, fprs):
+  def __init__(self, upper: float, threshold_names):
     self.curves = metrics.HistogramCurves(upper)
-    self.confusion = {fpr: np.zeros(4, np.int64) for fpr in fprs}
-    self.lesions = {fpr: np.zeros(len(_LESION_KEYS), np.int64) for fpr in fprs}
+    self.confusion = {name: np.zeros(4, np.int64) for name in threshold_names}
+    self.lesions = {name: np.zeros(len(_LESION_KEYS), np.int64) for name in threshold_names}
     self.volume_metrics = []
 
-  def add(self, scores, truth, counts_by_fpr, lesions_by_fpr, volume_metrics):
+  def add(self, scores, truth, counts_by_threshold, lesions_by_threshold, volume_metrics):
     self.curves.add(scores, truth)
-    for fpr in self.confusion:
-      self.confusion[fpr] += counts_by_fpr[fpr]
-      self.lesions[fpr] += [lesions_by_fpr[fpr][k] for k in _LESION_KEYS]
+    for name in self.confusion:
+      self.confusion[name] += counts_by_threshold[name]
+      self.lesions[name] += [lesions_by_threshold[name][k] for k in _LESION_KEYS]
     self.volume_metrics.append(volume_metrics)
 
   def summary(self) -> dict:
-    fprs = list(self.confusion)
-    result = {f"fpr_{fpr:g}": self._at(fpr) for fpr in fprs}
-    result.update(result[f"fpr_{fprs[0]:g}"])  # the headline threshold, at the top level
+    names = list(self.confusion)
+    result = {name: self._at(name) for name in names}
+    result.update(result[names[0]])  # the headline threshold, at the top level
     result["auroc"] = self.curves.auroc()
     result["auprc"] = self.curves.auprc()
     result["best_dice_upper_bound"] = self.curves.best_dice()[0]
@@ -60,9 +63,9 @@ class _Group:
     result["num_volumes"] = len(self.volume_metrics)
     return result
 
-  def _at(self, fpr) -> dict:
-    out = metrics.metrics_from_counts(self.confusion[fpr])
-    lesions, detected, predicted, false_positive = (int(v) for v in self.lesions[fpr])
+  def _at(self, name) -> dict:
+    out = metrics.metrics_from_counts(self.confusion[name])
+    lesions, detected, predicted, false_positive = (int(v) for v in self.lesions[name])
     out["lesion_sensitivity"] = detected / lesions if lesions else float("nan")
     out.update(lesions=lesions, predicted_components=predicted,
                false_positive_components=false_positive)
@@ -99,39 +102,40 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   fprs = tuple(config.eval.healthy_fprs)
   start = time.time()
 
-  # 1. Thresholds from healthy validation brains only.
-  healthy = np.concatenate([
-      scoring.anomaly_maps(scorer, state, v, post)[1][v.brain_mask[..., 0]]
-      for v in input_pipeline.load_volumes(builder, "validation")])
-  thresholds = {fpr: metrics.threshold_at_fpr(healthy, fpr) for fpr in fprs}
-  histogram_upper = 4.0 * max(float(healthy.max()), 1e-6)
-  del healthy
+  # 1. Thresholds from validation volumes only: healthy brain voxels (and labelled lesions).
+  thresholds, histogram_upper = validation_thresholds(
+      scorer, state, input_pipeline.load_volumes(builder, "validation"), config)
+  headline = next(iter(thresholds))
 
   # 2. Test volumes one at a time; only counts and small summaries accumulate.
   test_builder = _test_builder(config, builder)
   outputs = (outputs_lib.EvalOutputs(workdir, test_builder, config.eval)
              if jax.process_index() == 0 else None)
-  groups = {"all": _Group(histogram_upper, fprs)}
+  groups = {"all": _Group(histogram_upper, thresholds)}
   per_volume, slice_scores, slice_labels = {}, [], []
   for volume in input_pipeline.load_volumes(test_builder, "test"):
     recon, anomaly = scoring.anomaly_maps(scorer, state, volume, post)
     brain, truth = volume.brain_mask[..., 0], volume.anomaly_mask[..., 0]
-    predictions = {fpr: postprocess.clean_prediction(anomaly > thresholds[fpr],
-                                                     post.min_component_size) for fpr in fprs}
-    counts = {fpr: metrics.confusion_counts(predictions[fpr][brain], truth[brain]) for fpr in fprs}
-    lesions = {fpr: metrics.lesion_detection(predictions[fpr], truth) for fpr in fprs}
+    predictions = {name: postprocess.clean_prediction(anomaly > value, post.min_component_size)
+                   for name, value in thresholds.items()}
+    counts = {name: metrics.confusion_counts(p[brain], truth[brain])
+              for name, p in predictions.items()}
+    lesions = {name: metrics.lesion_detection(p, truth) for name, p in predictions.items()}
     volume_metrics = {"anomaly_type": volume.anomaly_type,
-                      **metrics.metrics_from_counts(counts[fprs[0]]), **lesions[fprs[0]],
+                      **metrics.metrics_from_counts(counts[headline]), **lesions[headline],
                       **metrics.ranking_metrics(anomaly[brain], truth[brain])}
+    if LABELLED in thresholds:
+      volume_metrics["dice_labelled_validation"] = metrics.metrics_from_counts(
+          counts[LABELLED])["dice"]
     per_volume[volume.subject_id] = volume_metrics
     for name in ("all", volume.anomaly_type):
       if name not in groups:
-        groups[name] = _Group(histogram_upper, fprs)
+        groups[name] = _Group(histogram_upper, thresholds)
       groups[name].add(anomaly[brain], truth[brain], counts, lesions, volume_metrics)
     slice_scores.append(_slice_scores(model, state, volume, anomaly))
     slice_labels.append(truth.any(axis=(1, 2)))
     if outputs is not None:
-      outputs.add_volume(volume, recon, anomaly, predictions[fprs[0]], thresholds[fprs[0]])
+      outputs.add_volume(volume, recon, anomaly, predictions[headline], thresholds[headline])
 
   pooled = {name: group.summary() for name, group in sorted(groups.items())}
   pooled["all"]["slice_auroc"] = metrics.auroc(np.concatenate(slice_scores),
@@ -142,11 +146,17 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "model": config.model.name,
       "checkpoint_step": step,
       "protocol": {
-          "threshold": thresholds[fprs[0]],
-          "thresholds": {f"fpr_{fpr:g}": thresholds[fpr] for fpr in fprs},
-          "threshold_source": "validation split (healthy only)",
+          "threshold": thresholds[headline],
+          "thresholds": thresholds,
+          "threshold_source": "validation split: healthy brain voxels for fpr_*"
+                              + (f"; its lesion labels for {LABELLED} (the threshold of best "
+                                 "pooled validation Dice, as most papers report)"
+                                 if LABELLED in thresholds else ""),
           "healthy_fpr": fprs[0],
           "healthy_fprs": list(fprs),
+          "train_slices": config.dataset.train_slices,
+          "train_slices_meaning": input_pipeline.TRAIN_SLICES[config.dataset.train_slices],
+          "lesion_margin_slices": config.dataset.lesion_margin_slices,
           "residual": config.eval.residual,
           "postprocess": post.to_dict(),
           "postprocess_active": postprocess.active_switches(post),
@@ -172,6 +182,41 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     atomic.write_json(os.path.join(workdir, checkpoints.EVALUATED_CONFIG_FILE), config.to_dict())
     _log_summary(result)
   return result
+
+
+# The threshold chosen with the validation split's lesion labels (never the test labels).
+LABELLED = "labelled_validation"
+
+
+def validation_thresholds(scorer, state, volumes, config) -> tuple[dict[str, float], float]:
+  """({name: threshold}, histogram upper bound) from the validation volumes alone.
+
+  `fpr_<f>`: flags a fraction f of the healthy brain voxels; healthy means the
+  brain minus any labelled lesion, and under `train_slices=lesion_free` only
+  the slices that protocol would train on. `labelled_validation`, when the
+  validation volumes carry lesion labels: the threshold of best pooled Dice
+  over their brains (lesions included).
+  """
+  post = config.eval.postprocess
+  healthy, labelled_scores, labelled_truth = [], [], []
+  for volume in volumes:
+    anomaly = scoring.anomaly_maps(scorer, state, volume, post)[1]
+    brain, lesion = volume.brain_mask[..., 0], volume.anomaly_mask[..., 0]
+    slices = (input_pipeline.lesion_free(lesion.any(axis=(1, 2)),
+                                         config.dataset.lesion_margin_slices)
+              if config.dataset.train_slices == "lesion_free" else slice(None))
+    healthy.append(anomaly[slices][brain[slices] & ~lesion[slices]])
+    labelled_scores.append(anomaly[brain | lesion])
+    labelled_truth.append(lesion[brain | lesion])
+  healthy = np.concatenate(healthy)
+  if not healthy.size:
+    raise UserError("the validation split has no healthy brain voxels to set a threshold on")
+  thresholds = {f"fpr_{fpr:g}": metrics.threshold_at_fpr(healthy, fpr)
+                for fpr in config.eval.healthy_fprs}
+  truth = np.concatenate(labelled_truth)
+  if truth.any():
+    thresholds[LABELLED] = metrics.best_dice(np.concatenate(labelled_scores), truth)[1]
+  return thresholds, 4.0 * max(float(healthy.max()), 1e-6)
 
 
 def _test_builder(config, train_builder):

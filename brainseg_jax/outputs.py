@@ -97,16 +97,18 @@ def summary_markdown(result: dict) -> str:
   lines = [f"# {result['model']} on {result['dataset']} (test: {result['test_dataset']})", "",
            f"Checkpoint step {result['checkpoint_step']}. Thresholds from the healthy validation "
            f"brains at false-positive rates {', '.join(f'{f:g}' for f in fprs)} (headline "
-           f"{fprs[0]:g}: threshold {protocol['threshold']:.4g}). Residual: "
+           f"{fprs[0]:g}: threshold {protocol['threshold']:.4g}){_labelled_note(protocol)}. "
+           f"Trained on {protocol.get('train_slices', 'all')} slices. Residual: "
            f"{protocol['residual']}. Post-processing: "
            f"{', '.join(protocol['postprocess_active']) or 'none'}.", "",
-           "| lesions | FPR | Dice | sensitivity | precision | lesions found | "
+           "| lesions | threshold | Dice | sensitivity | precision | lesions found | "
            "false-positive components | accuracy |",
-           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
   for group, m in result["pooled"].items():
-    for fpr in fprs:
-      a = m[f"fpr_{fpr:g}"]
-      lines.append(f"| {group} ({m['num_volumes']}) | {fpr:g} | {_fmt(a['dice'])} | "
+    for name in protocol["thresholds"]:
+      a = m[name]
+      lines.append(f"| {group} ({m['num_volumes']}) | {_threshold_label(name)} | "
+                   f"{_fmt(a['dice'])} | "
                    f"{_fmt(a['sensitivity'])} | {_fmt(a['precision'])} | "
                    f"{_fmt(a['lesion_sensitivity'])} | {a['false_positive_components']} | "
                    f"{_fmt(a['accuracy'])} |")
@@ -120,6 +122,19 @@ def summary_markdown(result: dict) -> str:
             f"Accuracy: {protocol['accuracy']}. Best Dice: {protocol['best_dice_upper_bound']}.",
             ""]
   return "\n".join(lines)
+
+
+def _labelled_note(protocol: dict) -> str:
+  if "labelled_validation" not in protocol["thresholds"]:
+    return ""
+  return (f", and the threshold of best Dice on the labelled validation volumes "
+          f"({protocol['thresholds']['labelled_validation']:.4g})")
+
+
+def _threshold_label(name: str) -> str:
+  """"healthy FPR 0.01" for fpr_0.01; "labelled validation" for the labelled one."""
+  return (f"healthy FPR {name[len('fpr_'):]}" if name.startswith("fpr_")
+          else name.replace("_", " "))
 
 
 def _fmt(value) -> str:

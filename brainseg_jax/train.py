@@ -66,7 +66,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh):
     logging.info("already trained to step %d", start_step)
     return state
 
-  batches = input_pipeline.train_batches(builder, config.batch_size, config.seed, start_step)
+  batches = input_pipeline.train_batches(builder, config.batch_size, config.seed, start_step,
+                                         dataset_config=config.dataset)
   train_step = jit_train_step(model, mesh)
   data_sharding = parallel.batch_sharded(mesh)
   writer = MetricWriter(workdir, resumed_from=start_step)

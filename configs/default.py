@@ -22,6 +22,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.data_dir = ""
   # Folder of raw scans for datasets you download yourself (ixi, brats, mslub, ...).
   config.dataset.manual_dir = ""
+  # Slices to train on (and to take the healthy threshold from, on validation): "all", or
+  # "lesion_free" for datasets of patient scans with lesion masks (lgg, brats_glioma, ...):
+  # only slices at least `lesion_margin_slices` away from any annotated lesion.
+  config.dataset.train_slices = "all"
+  config.dataset.lesion_margin_slices = 2
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "ae"

@@ -4,7 +4,9 @@ Preprocesses every scan on all cores (resumable: volumes cached as .npz under
 <data_dir>/prep_cache are not redone), writes the TFDS array_record dataset
 (TFDS writes into a temporary folder and renames it, so a failed build leaves
 no half-written dataset), logs each skipped file with the reason and a
-summary count, and writes a PNG contact sheet of several subjects.
+summary count, writes a PNG contact sheet of several subjects (`--sheet_subjects=0`: all),
+and a CSV of every volume's registration QC (data_prep/qc.py; volumes that fail it are left
+out of the dataset and named in the log).
 """
 
 import os
@@ -15,7 +17,7 @@ from absl import flags, logging
 from brainseg_jax import cli
 from brainseg_jax.datasets import input_pipeline
 from brainseg_jax.errors import UserError
-from data_prep import contact_sheet
+from data_prep import atomic, cache, contact_sheet
 
 FLAGS = flags.FLAGS
 
@@ -40,7 +42,31 @@ def build(dataset: str, manual_dir: str, modality: str | None, resolution: int, 
     for subject, reason in sorted(summary.skipped.items()):
       logging.warning("skipped %s: %s", subject, reason)
     logging.info("preprocessing: %s", summary.line())
+  _qc_table(builder)
   return builder, _sheet(builder, sheet_subjects)
+
+
+def _qc_table(builder) -> str:
+  """qc_<variant>.csv beside the contact sheet: each cached volume's QC numbers and verdict."""
+  work_dir = builder.prep_work_dir()
+  path = os.path.join(os.path.dirname(builder.data_dir.rstrip("/")),
+                      f"qc_{builder.builder_config.name}.csv")
+  lines = ["subject,volume_scale,brain_in_background,brain_coverage,flagged"]
+  for name in sorted(os.listdir(work_dir)) if os.path.isdir(work_dir) else []:
+    if not name.endswith(".npz") or ".tmp" in name:
+      continue
+    registration_qc = cache.load(os.path.join(work_dir, name)).qc
+    if registration_qc is None:
+      continue
+    reasons = "; ".join(registration_qc.flag_reasons())
+    lines.append(f"{name[:-4]},{registration_qc.volume_scale:.3f},"
+                 f"{registration_qc.brain_in_background:.4f},"
+                 f"{registration_qc.brain_coverage:.3f},\"{reasons}\"")
+  atomic.write_text(path, "\n".join(lines) + "\n")
+  flagged = sum(1 for line in lines[1:] if not line.endswith(',""'))
+  logging.info("registration QC: %d of %d volumes flagged; table: %s", flagged, len(lines) - 1,
+               path)
+  return path
 
 
 def _sheet(builder, n: int) -> str:

@@ -12,6 +12,7 @@ import numpy as np
 
 from data_prep.atomic import atomic_path
 from data_prep.pipeline import Preprocessed, VolumeRecord
+from data_prep.qc import RegistrationQC
 
 
 def path_for(work_dir: str, subject_id: str) -> str:
@@ -23,11 +24,12 @@ def save(path: str, result: Preprocessed) -> None:
   with atomic_path(path) as tmp:
     np.savez_compressed(tmp, image=result.image, brain_mask=result.brain_mask,
                         anomaly_mask=result.anomaly_mask, notes=np.asarray(result.notes, str),
-                        **result.record.to_arrays())
+                        **result.record.to_arrays(),
+                        **(result.qc.to_arrays() if result.qc is not None else {}))
 
 
 def load(path: str) -> Preprocessed:
   with np.load(path) as f:
     return Preprocessed(image=f["image"], brain_mask=f["brain_mask"],
                         anomaly_mask=f["anomaly_mask"], record=VolumeRecord.from_arrays(f),
-                        notes=tuple(str(n) for n in f["notes"]))
+                        notes=tuple(str(n) for n in f["notes"]), qc=RegistrationQC.from_arrays(f))

@@ -35,6 +35,9 @@ class PrepConfig:
   # Brain extraction: "given" uses the brain-mask file (error if missing), "template" carries
   # the template brain mask through the registration, "auto" uses a given mask when present.
   brain_mask: str = "auto"
+  # Keep only the brain voxels inside the scan's field of view (a partial-coverage scan's
+  # missing slab is not brain to train on or to score).
+  brain_within_view: bool = True
   # Intensity normalisation inside the brain: (p_low, p_high) percentiles map to 0 and 1.
   normalize: bool = True
   percentiles: tuple[float, float] = (1.0, 99.0)

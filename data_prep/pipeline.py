@@ -25,7 +25,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from data_prep import bias, grid, load, normalize, orient, register, resample, template
+from data_prep import bias, grid, load, normalize, orient, qc, register, resample, template
 from data_prep.config import PrepConfig
 from data_prep.errors import InputFileError
 
@@ -66,6 +66,8 @@ class Preprocessed:
   anomaly_mask: np.ndarray  # uint8, inside brain_mask
   record: VolumeRecord
   notes: tuple[str, ...] = ()
+  # Registration quality control (None for caches written before it existed).
+  qc: qc.RegistrationQC | None = None
   # The validated input scan as loaded (float32, its own grid), for a caller that shows
   # results on top of it; not cached.
   scan: nib.Nifti1Image | None = None
@@ -109,11 +111,22 @@ def preprocess(image_path, config: PrepConfig, anomaly_mask_path=None,
   g = grid.output_grid(config.resolution)
   data, working_affine = orient.from_sitk(working)
   image = resample.resample_grid(data, working_affine, g.shape, g.affine, template_to_scan)
+  # Voxels the scan covers: partial-coverage scans (thick-slice 2D stacks) leave the template
+  # brain partly outside their field of view, where there is no image to learn or score.
+  in_view = resample.resample_grid(np.ones(data.shape, np.float32), working_affine, g.shape,
+                                   g.affine, template_to_scan, antialias=False) > 0.99
+  template_brain = np.array(grid.template_brain_mask(config.resolution))
+  # Nothing was registered with registration="none" (the scan is declared in template space).
+  registration_qc = (qc.measure(template_to_scan, template_brain, in_view, image,
+                                qc.background_level(working))
+                     if config.registration == "affine" else None)
   if brain_raw is not None:
     brain = resample.resample_grid((brain_raw.get_fdata() > 0).astype(np.float32),
                                    raw.affine, g.shape, g.affine, template_to_scan) > 0.5
   else:
-    brain = np.array(grid.template_brain_mask(config.resolution))
+    brain = template_brain
+  if config.brain_within_view:
+    brain &= in_view
   if not brain.any():
     raise InputFileError(image_path, "brain mask is empty on the output grid")
   if anomaly_raw is not None:
@@ -135,7 +148,7 @@ def preprocess(image_path, config: PrepConfig, anomaly_mask_path=None,
   return Preprocessed(image=image[:, :, keep].astype(np.float32),
                       brain_mask=brain[:, :, keep].astype(np.uint8),
                       anomaly_mask=anomaly[:, :, keep].astype(np.uint8),
-                      record=record, notes=tuple(notes), scan=raw)
+                      record=record, notes=tuple(notes), qc=registration_qc, scan=raw)
 
 
 # A head scan covers well over this in every direction, even a thick-slice 2D acquisition;

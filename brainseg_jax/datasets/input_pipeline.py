@@ -121,6 +121,63 @@ def training_example(example) -> dict[str, np.ndarray]:
           "brain_mask": example["brain_mask"].astype(bool)}
 
 
+# config.dataset.train_slices: which slices of the training split a model learns from.
+TRAIN_SLICES = {
+    "all": "every slice of the training subjects, annotated anomalies painted over",
+    "lesion_free": "only the slices of the training subjects with no annotated anomaly within "
+                   "dataset.lesion_margin_slices slices (lesion-free slices of patient scans)",
+}
+
+
+def lesion_free(slice_has_lesion: np.ndarray, margin: int) -> np.ndarray:
+  """Which slices of one volume (bool (S,), in slice order) are `margin` slices from any lesion.
+
+  Lesion edges are fuzzier than their masks and slices are thick, so the
+  slices next to a lesion are not trusted as healthy either.
+  """
+  near = ndimage.binary_dilation(slice_has_lesion, iterations=margin) if margin > 0 else (
+      slice_has_lesion)
+  return ~np.asarray(near, bool)
+
+
+def training_indices(source, dataset_config) -> np.ndarray:
+  """Indices of the examples of `source` that the `train_slices` protocol trains on."""
+  protocol = dataset_config.train_slices
+  if protocol not in TRAIN_SLICES:
+    raise UserError(f"dataset.train_slices must be one of {sorted(TRAIN_SLICES)}, "
+                    f"got {protocol!r}")
+  if protocol == "all":
+    return np.arange(len(source))
+  slices: dict[str, list[tuple[int, int, bool]]] = {}
+  for index in range(len(source)):
+    example = source[index]
+    slices.setdefault(_text(example["subject_id"]), []).append(
+        (int(example["slice_index"]), index, bool(example["anomaly_mask"].any())))
+  keep = []
+  for subject_slices in slices.values():
+    subject_slices.sort()
+    clean = lesion_free(np.array([s[2] for s in subject_slices]),
+                        dataset_config.lesion_margin_slices)
+    keep += [index for (_, index, _), ok in zip(subject_slices, clean, strict=True) if ok]
+  if not keep:
+    raise UserError(f"dataset {dataset_config.name}: no lesion-free training slices with a "
+                    f"margin of {dataset_config.lesion_margin_slices}")
+  return np.array(sorted(keep))
+
+
+class _Subset:
+  """The examples of a data source at `indices`, as a data source."""
+
+  def __init__(self, source, indices: np.ndarray):
+    self._source, self._indices = source, indices
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def __getitem__(self, index: int):
+    return self._source[int(self._indices[index])]
+
+
 def _process_share(global_batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """This process's consecutive part of every array of a global batch."""
   local = len(global_batch["image"]) // jax.process_count()
@@ -129,14 +186,17 @@ def _process_share(global_batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]
 
 
 def train_batches(builder, batch_size: int, seed: int, start_step: int = 0,
-                  split: str = "train") -> Iterator[dict[str, np.ndarray]]:
+                  split: str = "train", dataset_config=None) -> Iterator[dict[str, np.ndarray]]:
   """Endless shuffled batches, starting at batch `start_step`.
 
   A batch is a dict: "image" (B, H, W, 1) float32 and "brain_mask" (B, H, W, 1)
   bool. Each process reads its own 1/process_count of every batch (`batch_size`
-  is global), so a multi-host run assembles one global batch per step.
+  is global), so a multi-host run assembles one global batch per step. With a
+  `dataset_config`, its `train_slices` protocol picks the slices.
   """
   source = builder.as_data_source(split=split)
+  if dataset_config is not None and dataset_config.train_slices != "all":
+    source = _Subset(source, training_indices(source, dataset_config))
   dataset = (grain.MapDataset.source(source)
              .seed(seed)
              .shuffle()

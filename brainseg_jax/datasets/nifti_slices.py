@@ -94,6 +94,7 @@ class NiftiSlicesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     if len(set(ids)) != len(ids):
       raise UserError(f"dataset {self.name}: duplicate subject ids in {manual_dir}")
     self.prep_summary = runner.run(cases, self.prep_config(), self.prep_work_dir())
+    self._leave_out_failed_registrations()
     done = [c for c in cases if c.subject_id in self.prep_summary.done]
     if not done:
       raise UserError(f"dataset {self.name}: every scan in {manual_dir} was skipped; first: "
@@ -102,6 +103,17 @@ class NiftiSlicesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     for case in done:
       splits.setdefault(case.split, []).append(case)
     return {split: self._generate_examples(split_cases) for split, split_cases in splits.items()}
+
+  def _leave_out_failed_registrations(self):
+    """Volumes whose registration QC fails move from `done` to `skipped`, with the reason."""
+    summary = self.prep_summary
+    for subject_id, path in sorted(summary.done.items()):
+      registration_qc = cache.load(path).qc
+      reasons = registration_qc.flag_reasons() if registration_qc is not None else []
+      if reasons:
+        del summary.done[subject_id]
+        summary.skipped[subject_id] = f"registration QC failed: {'; '.join(reasons)}"
+        log.warning("left out %s: %s", subject_id, summary.skipped[subject_id])
 
   def _generate_examples(self, cases):
     modality = self.builder_config.modality

@@ -1,6 +1,7 @@
 import numpy as np
 
 from brainseg_jax.datasets import input_pipeline
+from tests.datasets import lgg_fixture
 
 
 def _slice(lesion_value):
@@ -36,3 +37,31 @@ def test_a_training_example_is_the_healthy_image_and_its_brain_mask():
   np.testing.assert_array_equal(seen["image"], input_pipeline.healthy_training_image(example))
   assert seen["brain_mask"].dtype == bool
   np.testing.assert_array_equal(seen["brain_mask"], example["brain_mask"].astype(bool))
+
+
+def test_lesion_free_slices_keep_a_margin_around_every_lesion():
+  has_lesion = np.zeros(12, bool)
+  has_lesion[[4, 5, 10]] = True
+  np.testing.assert_array_equal(np.flatnonzero(input_pipeline.lesion_free(has_lesion, 2)),
+                                [0, 1])  # 8 is 2 slices from 10
+  np.testing.assert_array_equal(np.flatnonzero(input_pipeline.lesion_free(has_lesion, 0)),
+                                [0, 1, 2, 3, 6, 7, 8, 9, 11])
+
+
+def test_lesion_free_protocol_trains_only_on_slices_far_from_lesions(tmp_path, monkeypatch):
+  config, builder = lgg_fixture.build(tmp_path, monkeypatch)
+  source = builder.as_data_source(split="train")
+  config.train_slices, config.lesion_margin_slices = "lesion_free", 2
+  kept = input_pipeline.training_indices(source, config)
+  lesion_slices = {int(source[i]["slice_index"]) for i in range(len(source))
+                   if source[i]["anomaly_mask"].any()}
+  assert lesion_slices  # the fixture's train patient has a tumour
+  for i in kept:
+    k = int(source[i]["slice_index"])
+    assert min(abs(k - j) for j in lesion_slices) > 2
+    assert not source[i]["anomaly_mask"].any()
+  assert 0 < len(kept) < len(source) - len(lesion_slices)
+  batch = next(input_pipeline.train_batches(builder, 4, seed=0, dataset_config=config))
+  assert batch["image"].shape == (4, 32, 32, 1)
+  config.train_slices = "all"
+  assert len(input_pipeline.training_indices(source, config)) == len(source)
