@@ -9,16 +9,20 @@ data), next to the intensity baseline. Runs already trained in
 rerun after an interruption.
 """
 
+import json
 import os
 import shlex
 import sys
 
+import numpy as np
 from absl import flags, logging
 
-from brainseg_jax import cli, train
+from brainseg_jax import checkpoints, cli, figures, postprocess, scoring, train
 from brainseg_jax import eval as evaluation
 from brainseg_jax import workdir as workdir_lib
+from brainseg_jax.datasets import input_pipeline
 from brainseg_jax.errors import UserError
+from brainseg_jax.models import create_model
 from data_prep import atomic
 
 FLAGS = flags.FLAGS
@@ -92,14 +96,63 @@ def markdown_table(results: list[dict], title: str) -> str:
   return "\n".join(lines) + "\n"
 
 
+def comparison_figures(specs: list[str], workdirs: list[str], overrides: list[str],
+                       results: list[dict], output_stem: str, num_volumes: int) -> list[str]:
+  """A per-volume Dice box plot, and `num_volumes` test volumes seen by every model."""
+  boxplot = f"{output_stem}_dice_per_volume.png"
+  figures.save_dice_boxplot(boxplot, {r["config"]: [m["dice"] for m in r["per_volume"].values()]
+                                      for r in results},
+                            f"{results[0]['dataset']}: Dice at the healthy threshold")
+  # The volumes: spread over the intensity baseline's (else the first model's) Dice ranking.
+  reference = next((r for r in results if r["model"] == "threshold"), results[0])
+  ranked = sorted(reference["per_volume"], key=lambda s: reference["per_volume"][s]["dice"])
+  chosen = [ranked[int(i)] for i in np.linspace(0, len(ranked) - 1, num_volumes)]
+  rows = {}
+  for spec, workdir in zip(specs, workdirs, strict=True):
+    config = cli.load_config(config_path(spec), overrides_for(spec, overrides))
+    for volume, anomaly, prediction, threshold in _trained_maps(config, workdir, chosen):
+      truth = volume.anomaly_mask[..., 0]
+      k = int(np.argmax(truth.sum(axis=(1, 2))))
+      row = rows.setdefault(volume.subject_id, {
+          "title": f"{volume.subject_id}\nslice {k}", "image": volume.image[k, ..., 0],
+          "truth": truth[k]})
+      row[spec] = {"anomaly_map": anomaly[k], "prediction": prediction[k],
+                   "threshold": threshold}
+  patients = f"{output_stem}_volumes.png"
+  figures.save_model_comparison(patients, [rows[s] for s in chosen if s in rows], specs)
+  return [boxplot, patients]
+
+
+def _trained_maps(config, workdir: str, subject_ids: list[str]):
+  """(volume, anomaly map, prediction, threshold) of the named test volumes, as eval made them."""
+  with open(os.path.join(workdir, "metrics.json")) as f:
+    threshold = json.load(f)["protocol"]["threshold"]
+  model = create_model(config)
+  state, _ = checkpoints.restore_trained(config, workdir, model)
+  scorer = scoring.VolumeScorer(model, config.eval.residual)
+  state = scorer.place(state)
+  builder = evaluation.test_split_builder(config, input_pipeline.get_builder(config.dataset))
+  for volume in input_pipeline.load_volumes(builder, "test"):
+    if volume.subject_id in subject_ids:
+      anomaly = scoring.anomaly_maps(scorer, state, volume, config.eval.postprocess)[1]
+      prediction = postprocess.clean_prediction(anomaly > threshold,
+                                                config.eval.postprocess.min_component_size)
+      yield volume, anomaly, prediction, threshold
+
+
 def compare():
-  results = [run_one(spec, os.path.join(FLAGS.workdir_root, spec.replace(":", "_")),
-                     FLAGS.override) for spec in FLAGS.configs]
+  workdirs = [os.path.join(FLAGS.workdir_root, spec.replace(":", "_")) for spec in FLAGS.configs]
+  results = [run_one(spec, workdir, FLAGS.override)
+             for spec, workdir in zip(FLAGS.configs, workdirs, strict=True)]
   title = FLAGS.title or f"{results[0]['dataset']} (test: {results[0]['test_dataset']})"
   table = markdown_table(results, title)
   command = "python -m brainseg_jax.compare " + shlex.join(sys.argv[1:])
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-  atomic.write_text(FLAGS.output, f"{table}\nMade by `{command}`.\n")
+  stem = os.path.splitext(FLAGS.output)[0]
+  pngs = (comparison_figures(FLAGS.configs, workdirs, FLAGS.override, results, stem,
+                             FLAGS.figure_volumes) if FLAGS.figure_volumes else [])
+  links = "".join(f"\n![{os.path.basename(p)}]({os.path.basename(p)})\n" for p in pngs)
+  atomic.write_text(FLAGS.output, f"{table}{links}\nMade by `{command}`.\n")
   logging.info("wrote %s", FLAGS.output)
   print(table)
 
@@ -113,6 +166,8 @@ def main():
   flags.DEFINE_string("workdir_root", "runs/compare", "One workdir per config under this folder.")
   flags.DEFINE_string("output", "docs/results.md", "Markdown file to write.")
   flags.DEFINE_string("title", "", "Heading of the table (default: the dataset).")
+  flags.DEFINE_integer("figure_volumes", 4, "Test volumes in the every-model figure (0: no "
+                       "figures); a Dice box plot is drawn beside it.")
   cli.define_device_flags()
   cli.run(compare)
 

@@ -103,12 +103,12 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start = time.time()
 
   # 1. Thresholds from validation volumes only: healthy brain voxels (and labelled lesions).
-  thresholds, histogram_upper = validation_thresholds(
+  thresholds, histogram_upper, validation_dice = validation_thresholds(
       scorer, state, input_pipeline.load_volumes(builder, "validation"), config)
   headline = next(iter(thresholds))
 
   # 2. Test volumes one at a time; only counts and small summaries accumulate.
-  test_builder = _test_builder(config, builder)
+  test_builder = test_split_builder(config, builder)
   outputs = (outputs_lib.EvalOutputs(workdir, test_builder, config.eval)
              if jax.process_index() == 0 else None)
   groups = {"all": _Group(histogram_upper, thresholds)}
@@ -154,6 +154,7 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                  if LABELLED in thresholds else ""),
           "healthy_fpr": fprs[0],
           "healthy_fprs": list(fprs),
+          "validation_best_dice": validation_dice,
           "train_slices": config.dataset.train_slices,
           "train_slices_meaning": input_pipeline.TRAIN_SLICES[config.dataset.train_slices],
           "lesion_margin_slices": config.dataset.lesion_margin_slices,
@@ -188,14 +189,15 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 LABELLED = "labelled_validation"
 
 
-def validation_thresholds(scorer, state, volumes, config) -> tuple[dict[str, float], float]:
-  """({name: threshold}, histogram upper bound) from the validation volumes alone.
+def validation_thresholds(scorer, state, volumes, config):
+  """({name: threshold}, histogram upper bound, validation Dice) from the validation volumes.
 
   `fpr_<f>`: flags a fraction f of the healthy brain voxels; healthy means the
   brain minus any labelled lesion, and under `train_slices=lesion_free` only
   the slices that protocol would train on. `labelled_validation`, when the
   validation volumes carry lesion labels: the threshold of best pooled Dice
-  over their brains (lesions included).
+  over their brains (lesions included), whose Dice (None without labels) is
+  how settings such as `eval.residual` are chosen without the test split.
   """
   post = config.eval.postprocess
   healthy, labelled_scores, labelled_truth = [], [], []
@@ -214,12 +216,14 @@ def validation_thresholds(scorer, state, volumes, config) -> tuple[dict[str, flo
   thresholds = {f"fpr_{fpr:g}": metrics.threshold_at_fpr(healthy, fpr)
                 for fpr in config.eval.healthy_fprs}
   truth = np.concatenate(labelled_truth)
+  validation_dice = None
   if truth.any():
-    thresholds[LABELLED] = metrics.best_dice(np.concatenate(labelled_scores), truth)[1]
-  return thresholds, 4.0 * max(float(healthy.max()), 1e-6)
+    validation_dice, thresholds[LABELLED] = metrics.best_dice(np.concatenate(labelled_scores),
+                                                              truth)
+  return thresholds, 4.0 * max(float(healthy.max()), 1e-6), validation_dice
 
 
-def _test_builder(config, train_builder):
+def test_split_builder(config, train_builder):
   """The training dataset's builder, or the one named by eval.test_dataset."""
   if not config.eval.test_dataset:
     return train_builder

@@ -101,3 +101,50 @@ def save_overlay(path: str, scan, anomaly_map, prediction, threshold: float, cap
   if caption:
     fig.text(0.5, 0.01, caption, ha="center", va="bottom", fontsize=8)
   _save(fig, path, dpi=100, bottom=0.12 if caption else 0.0)
+
+
+def save_dice_boxplot(path: str, dice_by_model: dict[str, list[float]], title: str):
+  """One box per model: the Dice of each test volume at the headline threshold."""
+  names = list(dice_by_model)
+  fig, ax = plt.subplots(figsize=(1.4 * len(names) + 2, 4))
+  ax.boxplot([dice_by_model[n] for n in names], showmeans=True)
+  for i, name in enumerate(names, 1):  # every volume as a dot: a box hides how few there are
+    values = dice_by_model[name]
+    jitter = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else [0.0]
+    ax.scatter(i + np.asarray(jitter), values, s=8, alpha=0.5, color="tab:blue")
+  ax.set_xticks(range(1, len(names) + 1), names)
+  ax.set(ylabel="Dice per test volume", ylim=(0, 1), title=title)
+  _save(fig, path, dpi=100)
+
+
+def save_model_comparison(path: str, rows: list[dict], models: list[str]):
+  """One row per volume at its largest lesion slice: the input, then each model's map.
+
+  Each row dict has: title, image, truth, and per model name a dict with
+  anomaly_map, prediction and threshold (2D arrays and a float). The truth is
+  outlined in green on every panel, each model's prediction in red.
+  """
+  fig, axes = plt.subplots(len(rows), len(models) + 1,
+                           figsize=(2.1 * (len(models) + 1), 2.2 * len(rows)), squeeze=False)
+  for r, row in enumerate(rows):
+    panels = [("input", row["image"], dict(cmap="gray", vmin=0, vmax=1.2), None)]
+    panels += [(m, row[m]["anomaly_map"],
+                dict(cmap="inferno", vmin=0, vmax=2 * max(row[m]["threshold"], 1e-6)),
+                row[m]["prediction"]) for m in models]
+    for c, (name, panel, style, prediction) in enumerate(panels):
+      ax = axes[r, c]
+      ax.imshow(_display(np.asarray(panel, np.float32)), interpolation="nearest", **style)
+      if row["truth"].any():
+        ax.contour(_display(row["truth"].astype(float)), levels=[0.5], colors="lime",
+                   linewidths=0.7)
+      if prediction is not None and prediction.any():
+        ax.contour(_display(prediction.astype(float)), levels=[0.5], colors="red",
+                   linewidths=0.7)
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if r == 0:
+        ax.set_title(name, fontsize=9)
+    axes[r, 0].set_ylabel(row["title"], fontsize=7)
+  fig.suptitle("green: manual lesion mask; red: prediction at the healthy threshold",
+               fontsize=9)
+  _save(fig, path, dpi=100)

@@ -1,5 +1,7 @@
 import json
 
+import matplotlib.pyplot as plt
+
 from tests.conftest import run
 
 
@@ -22,6 +24,11 @@ def test_compare_trains_evaluates_and_tabulates_what_eval_measured(tmp_path, dat
   train_time = json.loads((tmp_path / "runs" / "ae_smoke" / "train_time.json").read_text())
   assert train_time["step"] == 10 and train_time["seconds"] > 0
   assert not (tmp_path / "runs" / "threshold_smoke" / "train_time.json").exists()
+  # The per-volume Dice box plot and the every-model figure, linked from the table.
+  for png in ("results_dice_per_volume.png", "results_volumes.png"):
+    assert f"]({png})" in table
+    image = plt.imread(tmp_path / png)
+    assert image.ndim == 3 and image[..., :3].std() > 0.05  # drawn, not blank
 
 
 def test_compare_rejects_an_unknown_override_key(tmp_path):
