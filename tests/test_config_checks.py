@@ -29,6 +29,8 @@ from tests.conftest import run
     ("eval.test_dataset", "brats", "unknown eval.test_dataset 'brats'"),
     ("eval.num_figure_volumes", -1, "num_figure_volumes=-1 is out of range"),
     ("dataset.name", "nope", "unknown dataset.name 'nope'"),
+    ("dataset.train_slices", "healthy", "unknown dataset.train_slices 'healthy'"),
+    ("dataset.lesion_margin_slices", -1, "dataset.lesion_margin_slices=-1 is out of range"),
     ("model.kl_weight", -1.0, "model.kl_weight=-1.0 is out of range"),
     ("optimizer", "sgd", "unknown optimizer 'sgd'"),
     ("weight_decay", -1e-5, "weight_decay=-1e-05 is out of range"),
