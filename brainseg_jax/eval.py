@@ -13,6 +13,7 @@ chosen by looking at the test labels. Test volumes are scored one at a time and
 only counts are kept, so memory does not grow with the test set.
 """
 
+import dataclasses
 import os
 import time
 
@@ -202,8 +203,11 @@ def validation_thresholds(scorer, state, volumes, config):
   post = config.eval.postprocess
   healthy, labelled_scores, labelled_truth = [], [], []
   for volume in volumes:
-    anomaly = scoring.anomaly_maps(scorer, state, volume, post)[1]
     brain, lesion = volume.brain_mask[..., 0], volume.anomaly_mask[..., 0]
+    # Builders may leave lesions out of a validation brain (so that the healthy threshold never
+    # counts them); they are brain to score for the labelled threshold.
+    whole_brain = dataclasses.replace(volume, brain_mask=volume.brain_mask | volume.anomaly_mask)
+    anomaly = scoring.anomaly_maps(scorer, state, whole_brain, post)[1]
     slices = (input_pipeline.lesion_free(lesion.any(axis=(1, 2)),
                                          config.dataset.lesion_margin_slices)
               if config.dataset.train_slices == "lesion_free" else slice(None))

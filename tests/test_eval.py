@@ -47,6 +47,10 @@ def test_labelled_validation_threshold_never_reads_test_labels(lgg_config, tmp_p
   thresholds = first["protocol"]["thresholds"]
   assert set(thresholds) == {"fpr_0.01", "fpr_0.05", "fpr_0.1", "labelled_validation"}
   assert "labelled_validation" in first["pooled"]["all"]
+  # The validation brain leaves the tumour out (for the healthy threshold), yet the labelled
+  # threshold must see it: the fixture's tumour is the brightest tissue, easy to segment.
+  assert first["protocol"]["validation_best_dice"] > 0.8
+  assert thresholds["labelled_validation"] > 0
   _with_labels_changed(monkeypatch, "test")
   second = evaluation.evaluate(lgg_config, str(tmp_path / "b"))
   assert second["protocol"]["thresholds"] == thresholds
