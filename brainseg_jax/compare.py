@@ -17,7 +17,15 @@ import sys
 import numpy as np
 from absl import flags, logging
 
-from brainseg_jax import checkpoints, cli, figures, postprocess, scoring, train
+from brainseg_jax import (
+    checkpoints,
+    cli,
+    figures,
+    postprocess,
+    scoring,
+    standardization,
+    train,
+)
 from brainseg_jax import eval as evaluation
 from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.datasets import input_pipeline
@@ -132,7 +140,8 @@ def _trained_maps(config, workdir: str, subject_ids: list[str]):
   scorer = scoring.VolumeScorer(model, config.eval.residual)
   state = scorer.place(state)
   builder = evaluation.test_split_builder(config, input_pipeline.get_builder(config.dataset))
-  for volume in input_pipeline.load_volumes(builder, "test"):
+  for volume in input_pipeline.load_volumes(builder, "test",
+                                            standardization.for_run(config, workdir)):
     if volume.subject_id in subject_ids:
       anomaly = scoring.anomaly_maps(scorer, state, volume, config.eval.postprocess)[1]
       prediction = postprocess.clean_prediction(anomaly > threshold,

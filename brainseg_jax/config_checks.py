@@ -54,6 +54,7 @@ def _check_dataset(dataset, eval_config):
   _positive_int(dataset, "resolution", "dataset.")
   _one_of(dataset.train_slices, sorted(input_pipeline.TRAIN_SLICES), "dataset.train_slices")
   _positive_int(dataset, "lesion_margin_slices", "dataset.", minimum=0)
+  _one_of(dataset.standardize, ("none", "nyul"), "dataset.standardize")
 
 
 def _check_model(config):

@@ -22,7 +22,15 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from brainseg_jax import checkpoints, cli, config_checks, metrics, postprocess, scoring
+from brainseg_jax import (
+    checkpoints,
+    cli,
+    config_checks,
+    metrics,
+    postprocess,
+    scoring,
+    standardization,
+)
 from brainseg_jax import outputs as outputs_lib
 from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.datasets import input_pipeline
@@ -104,8 +112,9 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start = time.time()
 
   # 1. Thresholds from validation volumes only: healthy brain voxels (and labelled lesions).
+  standard = standardization.for_run(config, workdir, builder)
   thresholds, histogram_upper, validation_dice = validation_thresholds(
-      scorer, state, input_pipeline.load_volumes(builder, "validation"), config)
+      scorer, state, input_pipeline.load_volumes(builder, "validation", standard), config)
   headline = next(iter(thresholds))
 
   # 2. Test volumes one at a time; only counts and small summaries accumulate.
@@ -114,7 +123,7 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
              if jax.process_index() == 0 else None)
   groups = {"all": _Group(histogram_upper, thresholds)}
   per_volume, slice_scores, slice_labels = {}, [], []
-  for volume in input_pipeline.load_volumes(test_builder, "test"):
+  for volume in input_pipeline.load_volumes(test_builder, "test", standard):
     recon, anomaly = scoring.anomaly_maps(scorer, state, volume, post)
     brain, truth = volume.brain_mask[..., 0], volume.anomaly_mask[..., 0]
     predictions = {name: postprocess.clean_prediction(anomaly > value, post.min_component_size)
@@ -160,6 +169,7 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           "train_slices_meaning": input_pipeline.TRAIN_SLICES[config.dataset.train_slices],
           "lesion_margin_slices": config.dataset.lesion_margin_slices,
           "residual": config.eval.residual,
+          "standardize": config.dataset.standardize,
           "postprocess": post.to_dict(),
           "postprocess_active": postprocess.active_switches(post),
           "voxels": "inside the brain mask, whole volumes (3D)",

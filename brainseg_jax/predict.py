@@ -15,7 +15,9 @@ of the scan in any viewer:
   <name>_overlay.png            the scan's most anomalous axial slice with the prediction
   <name>_report.json            threshold and its source, fraction of the brain flagged
                                 against the fraction promised (with a warning far above it),
-                                the predicted lesions as 3D components (mL, scanner mm)
+                                registration QC (with a warning when it fails), intensity
+                                standardisation, the predicted lesions as 3D components
+                                (mL, scanner mm)
 The config is the one saved with the checkpoint, so only the workdir is needed.
 `--calibration=NAME` takes the thresholds of a calibration on a new site's own
 healthy scans (`python -m brainseg_jax.calibrate`) instead of the model's.
@@ -36,13 +38,14 @@ from brainseg_jax import (
     postprocess,
     report,
     scoring,
+    standardization,
     thresholds,
 )
 from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.datasets.input_pipeline import Volume
 from brainseg_jax.errors import USER_ERRORS, UserError
 from brainseg_jax.models import create_model
-from data_prep import atomic
+from data_prep import atomic, standardize
 
 FLAGS = flags.FLAGS
 
@@ -74,6 +77,7 @@ class ScanScorer:
     state, _ = checkpoints.restore_trained(self.config, workdir, self.model)
     self.scorer = scoring.VolumeScorer(self.model, self.config.eval.residual)
     self.state = self.scorer.place(state)
+    self.standard = standardization.for_run(self.config, workdir)
     self.prep = PrepConfig(resolution=self.config.dataset.resolution,
                            modality=self.config.dataset.modality, registration=registration,
                            n4=n4)
@@ -88,8 +92,10 @@ class ScanScorer:
   def score(self, prepared):
     """(slices as a Volume, reconstruction, anomaly map) of a preprocessed scan."""
     as_slices = lambda a: np.moveaxis(a, -1, 0)[..., None]  # (x, y, z) -> (z, x, y, 1)
-    volume = Volume(os.path.basename(prepared.record.source_file), "unknown",
-                    as_slices(prepared.image), as_slices(prepared.brain_mask).astype(bool),
+    image, brain = as_slices(prepared.image), as_slices(prepared.brain_mask).astype(bool)
+    if self.standard is not None:  # onto the intensity scale the model was trained on
+      image = standardize.apply(image, brain, self.standard)
+    volume = Volume(os.path.basename(prepared.record.source_file), "unknown", image, brain,
                     as_slices(prepared.anomaly_mask).astype(bool))
     recon, anomaly = scoring.anomaly_maps(self.scorer, self.state, volume,
                                           self.config.eval.postprocess)
@@ -128,7 +134,8 @@ class Predictor:
       written[kind] = os.path.join(output_dir, f"{name}_{kind}.nii.gz")
       outputs.save_nifti(image, written[kind])
     scan_report = report.scan_report(os.path.abspath(scan_path), self.threshold,
-                                     flagged_fraction, images["prediction"])
+                                     flagged_fraction, images["prediction"], prepared.qc,
+                                     self.scan_scorer.config.dataset.get("standardize", "none"))
     written["report"] = os.path.join(output_dir, f"{name}_report.json")
     atomic.write_json(written["report"], scan_report)
     written["overlay"] = os.path.join(output_dir, f"{name}_overlay.png")

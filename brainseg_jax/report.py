@@ -3,14 +3,18 @@
 A threshold promises to flag a fraction `healthy_fpr` of a healthy brain. A
 scan where it flags several times that is either very abnormal or unlike the
 data the threshold was set on (another scanner or site); the report says so,
-so that a user does not read a site effect as disease.
+so that a user does not read a site effect as disease. A registration that
+fails quality control (data_prep/qc.py) is reported and warned about too.
 """
+
+import dataclasses
 
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
 from brainseg_jax.thresholds import Threshold
+from data_prep.qc import RegistrationQC
 
 # A scan flagged beyond this multiple of the promised fraction gets a warning.
 WARNING_FACTOR = 3.0
@@ -35,25 +39,37 @@ def lesion_components(prediction: nib.Nifti1Image) -> list[dict]:
 
 
 def scan_report(scan_path: str, threshold: Threshold, flagged_fraction: float,
-                prediction: nib.Nifti1Image) -> dict:
+                prediction: nib.Nifti1Image, registration_qc: RegistrationQC | None = None,
+                standardization: str = "none") -> dict:
   """Everything the report JSON holds; `flagged_fraction` is measured inside the brain mask."""
   lesions = lesion_components(prediction)
+  qc_reasons = registration_qc.flag_reasons() if registration_qc is not None else []
   report = {
       "scan": scan_path,
       "threshold": threshold.value,
       "threshold_source": threshold.source,
       "healthy_fpr_promised": threshold.healthy_fpr,
       "brain_fraction_flagged": flagged_fraction,
+      "intensity_standardization": standardization,
+      # None when nothing was registered (--registration=none).
+      "registration_qc": (None if registration_qc is None else
+                          {**dataclasses.asdict(registration_qc), "passed": not qc_reasons,
+                           "problems": qc_reasons}),
       "warning": None,
       "lesions": lesions,
       "total_lesion_volume_ml": float(sum(c["volume_ml"] for c in lesions)),
   }
+  warnings = []
+  if qc_reasons:
+    warnings.append(f"registration to the template looks wrong ({'; '.join(qc_reasons)}): "
+                    "the maps may be meaningless; check the overlay")
   if flagged_fraction > WARNING_FACTOR * threshold.healthy_fpr:
-    report["warning"] = (
+    warnings.append(
         f"{flagged_fraction:.1%} of the brain is flagged where the threshold flags "
         f"{threshold.healthy_fpr:.1%} of a healthy brain: the scan is very abnormal or unlike "
         "the data the threshold was set on (another scanner or site?); calibrate on a few "
         "healthy scans of this site: python -m brainseg_jax.calibrate")
+  report["warning"] = " ".join(warnings) or None
   return report
 
 
@@ -62,7 +78,10 @@ def caption(report: dict) -> str:
   text = (f"threshold {report['threshold']:.3g} ({report['threshold_source']}); "
           f"{report['brain_fraction_flagged']:.2%} of the brain flagged, "
           f"{len(report['lesions'])} components, {report['total_lesion_volume_ml']:.1f} mL")
-  if report["warning"]:
+  qc = report["registration_qc"]
+  if qc is not None and not qc["passed"]:
+    text += "\nWARNING: registration QC failed: " + qc["problems"][0]
+  if report["brain_fraction_flagged"] > WARNING_FACTOR * report["healthy_fpr_promised"]:
     text += f"\nWARNING: {report['brain_fraction_flagged']:.1%} flagged, " \
             f"{report['healthy_fpr_promised']:.1%} promised: scan unlike the calibration data"
   return text

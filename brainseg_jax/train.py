@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from brainseg_jax import checkpoints, config_checks, parallel
+from brainseg_jax import checkpoints, config_checks, parallel, standardization
 from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.datasets import input_pipeline
 from brainseg_jax.errors import UserError
@@ -66,8 +66,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh):
     logging.info("already trained to step %d", start_step)
     return state
 
-  batches = input_pipeline.train_batches(builder, config.batch_size, config.seed, start_step,
-                                         dataset_config=config.dataset)
+  batches = input_pipeline.train_batches(
+      builder, config.batch_size, config.seed, start_step, dataset_config=config.dataset,
+      standard=standardization.for_run(config, workdir, builder))
   train_step = jit_train_step(model, mesh)
   data_sharding = parallel.batch_sharded(mesh)
   writer = MetricWriter(workdir, resumed_from=start_step)

@@ -27,6 +27,9 @@ def get_config() -> ml_collections.ConfigDict:
   # only slices at least `lesion_margin_slices` away from any annotated lesion.
   config.dataset.train_slices = "all"
   config.dataset.lesion_margin_slices = 2
+  # Intensity standardisation on top of the percentile normalisation: "none", or "nyul"
+  # (piecewise-linear histogram standardisation learned on the training brains).
+  config.dataset.standardize = "none"
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "ae"

@@ -7,6 +7,7 @@ import numpy as np
 
 from brainseg_jax import report
 from brainseg_jax.thresholds import Threshold
+from data_prep.qc import RegistrationQC
 from tests.conftest import run
 
 
@@ -35,6 +36,19 @@ def test_warning_only_when_far_above_the_promised_fraction():
   assert "WARNING" in report.caption(warned)
 
 
+def test_a_failed_registration_is_reported_and_warned_about():
+  threshold = Threshold(0.5, 0.01, "test")
+  bad = RegistrationQC(volume_scale=0.8, brain_in_background=0.2, brain_coverage=1.0)
+  warned = report.scan_report("s", threshold, 0.005, _prediction(), bad)
+  assert warned["registration_qc"]["passed"] is False
+  assert warned["registration_qc"]["brain_in_background"] == 0.2
+  assert "registration to the template looks wrong" in warned["warning"]
+  assert "registration QC failed" in report.caption(warned)
+  good = RegistrationQC(volume_scale=0.8, brain_in_background=0.01, brain_coverage=1.0)
+  passed = report.scan_report("s", threshold, 0.005, _prediction(), good)
+  assert passed["registration_qc"]["passed"] and passed["warning"] is None
+
+
 def test_predict_writes_a_report_whose_lesions_add_up_to_the_prediction(vae_smoke_run, tmp_path,
                                                                         sample_data_dir):
   scan = sample_data_dir / "tcga_glioma" / "TCGA-DU-7294" / "TCGA-DU-7294_fla_bet_normalized.nii.gz"
@@ -43,8 +57,11 @@ def test_predict_writes_a_report_whose_lesions_add_up_to_the_prediction(vae_smok
   stem = "TCGA-DU-7294_fla_bet_normalized"
   content = json.loads((tmp_path / f"{stem}_report.json").read_text())
   for key in ("scan", "threshold", "threshold_source", "healthy_fpr_promised",
-              "brain_fraction_flagged", "warning", "lesions", "total_lesion_volume_ml"):
+              "brain_fraction_flagged", "intensity_standardization", "registration_qc",
+              "warning", "lesions", "total_lesion_volume_ml"):
     assert key in content, key
+  # A skull-stripped scan registered to the template: QC measured and passed.
+  assert content["registration_qc"]["passed"], content["registration_qc"]
   assert content["threshold_source"].startswith("model evaluation")
   prediction = nib.load(tmp_path / f"{stem}_prediction.nii.gz")
   voxel_ml = abs(np.linalg.det(prediction.affine[:3, :3])) / 1000

@@ -27,6 +27,7 @@ from brainseg_jax.datasets import (
   synthetic_brain,
 )
 from brainseg_jax.errors import UserError
+from data_prep import standardize
 
 # Dataset name (config.dataset.name) -> TFDS builder class.
 BUILDERS = {
@@ -178,6 +179,24 @@ class _Subset:
     return self._source[int(self._indices[index])]
 
 
+def subject_brain_values(source, healthy_only: bool) -> dict[str, np.ndarray]:
+  """Each subject's brain intensities over all its slices (labelled lesions left out if asked)."""
+  values: dict[str, list[np.ndarray]] = {}
+  for index in range(len(source)):
+    example = source[index]
+    brain = example["brain_mask"][..., 0].astype(bool)
+    if healthy_only:
+      brain &= ~example["anomaly_mask"][..., 0].astype(bool)
+    values.setdefault(_text(example["subject_id"]), []).append(example["image"][..., 0][brain])
+  return {subject: np.concatenate(v) for subject, v in values.items()}
+
+
+def fit_standard_scale(builder, split: str = "train") -> standardize.StandardScale:
+  """The Nyúl standard scale of the training subjects' healthy brain voxels."""
+  brains = subject_brain_values(builder.as_data_source(split=split), healthy_only=True)
+  return standardize.fit([v for v in brains.values() if v.size])
+
+
 def _process_share(global_batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """This process's consecutive part of every array of a global batch."""
   local = len(global_batch["image"]) // jax.process_count()
@@ -186,22 +205,35 @@ def _process_share(global_batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]
 
 
 def train_batches(builder, batch_size: int, seed: int, start_step: int = 0,
-                  split: str = "train", dataset_config=None) -> Iterator[dict[str, np.ndarray]]:
+                  split: str = "train", dataset_config=None,
+                  standard: standardize.StandardScale | None = None,
+                  ) -> Iterator[dict[str, np.ndarray]]:
   """Endless shuffled batches, starting at batch `start_step`.
 
   A batch is a dict: "image" (B, H, W, 1) float32 and "brain_mask" (B, H, W, 1)
   bool. Each process reads its own 1/process_count of every batch (`batch_size`
   is global), so a multi-host run assembles one global batch per step. With a
-  `dataset_config`, its `train_slices` protocol picks the slices.
+  `dataset_config`, its `train_slices` protocol picks the slices; with a
+  `standard` scale, images are standardised (data_prep/standardize.py).
   """
   source = builder.as_data_source(split=split)
+  prepare = training_example
+  if standard is not None:  # each slice by its subject's landmarks, as whole volumes are
+    marks = {subject: standardize.landmarks(values, standard.percentiles)
+             for subject, values in subject_brain_values(source, healthy_only=False).items()}
+
+    def prepare(example):
+      image = standardize.apply(example["image"], example["brain_mask"].astype(bool), standard,
+                                marks[_text(example["subject_id"])])
+      return training_example({**example, "image": image})
+
   if dataset_config is not None and dataset_config.train_slices != "all":
     source = _Subset(source, training_indices(source, dataset_config))
   dataset = (grain.MapDataset.source(source)
              .seed(seed)
              .shuffle()
              .repeat(None)
-             .map(training_example)
+             .map(prepare)
              .batch(batch_size, drop_remainder=True)
              .map(_process_share))
   dataset = dataset.slice(slice(start_step, None))
@@ -219,8 +251,9 @@ class Volume:
   anomaly_mask: np.ndarray
 
 
-def load_volumes(builder, split: str) -> list[Volume]:
-  """Every subject of a split, reassembled from its slices."""
+def load_volumes(builder, split: str,
+                 standard: standardize.StandardScale | None = None) -> list[Volume]:
+  """Every subject of a split, reassembled from its slices (and standardised, if asked)."""
   source = builder.as_data_source(split=split)
   examples = source.__getitems__(list(range(len(source))))
   by_subject: dict[str, list[dict]] = {}
@@ -233,11 +266,15 @@ def load_volumes(builder, split: str) -> list[Volume]:
     if len(slices) != expected:
       raise UserError(f"split {split!r} of {builder.name}: subject {subject_id} has "
                       f"{len(slices)} of its {expected} slices")
+    image = np.stack([s["image"] for s in slices])
+    brain = np.stack([s["brain_mask"] for s in slices]).astype(bool)
+    if standard is not None:
+      image = standardize.apply(image, brain, standard)
     volumes.append(Volume(
         subject_id=subject_id,
         anomaly_type=_text(slices[0]["anomaly_type"]),
-        image=np.stack([s["image"] for s in slices]),
-        brain_mask=np.stack([s["brain_mask"] for s in slices]).astype(bool),
+        image=image,
+        brain_mask=brain,
         anomaly_mask=np.stack([s["anomaly_mask"] for s in slices]).astype(bool),
     ))
   return volumes
