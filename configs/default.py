@@ -56,7 +56,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Thresholds: each flags this fraction of the voxels of the healthy validation
   # brains (the (1 - fpr) quantile of their scores). The first is the headline.
   config.eval.healthy_fprs = (0.01, 0.05, 0.1)
-  config.eval.residual = "abs"  # |x - x_hat|; "positive": max(x - x_hat, 0)
+  # |x - x_hat| ("abs"), max(x - x_hat, 0) ("positive"), or "auto": positive for FLAIR and T2,
+  # whose lesions are hyperintense (better on the LGG validation patients), abs otherwise.
+  config.eval.residual = "auto"
   # Post-processing, each step off by default (see brainseg_jax/postprocess.py).
   config.eval.postprocess = ml_collections.ConfigDict()
   config.eval.postprocess.median_filter_size = 0  # > 1: median filter of this size
@@ -92,7 +94,7 @@ def lgg(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   around every tumour), the healthy threshold comes from the same slices of the 11 validation
   patients, and every slice of the 41 test patients is scored. 64 x 64 slices: the scans are
   256 x 256 with 3-7 mm slices, and this is the size that trains on 2 CPU cores in the budget.
-  Set `dataset.manual_dir` to the download's kaggle_3m folder (see docs/datasets.md).
+  Set `dataset.manual_dir` to the download's kaggle_3m folder (README, "Real scans").
   """
   config.experiment += "_lgg"
   config.dataset.name = "lgg"
