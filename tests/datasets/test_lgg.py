@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from brainseg_jax.datasets import input_pipeline, lgg
-from data_prep import kaggle_lgg, pipeline
+from data_prep import cache, kaggle_lgg, pipeline, qc, runner
 from data_prep.config import PrepConfig
 from data_prep.errors import InputFileError
 from tests.datasets.lgg_fixture import (
@@ -224,3 +224,21 @@ def test_a_patient_lands_where_its_tcga_sample_scan_does(lgg_dir, sample_data_di
   assert 2 * (ours & theirs).sum() / (ours.sum() + theirs.sum()) > 0.65
   shift = np.argwhere(ours).mean(axis=0) - np.argwhere(theirs).mean(axis=0)
   assert np.abs(shift).max() < 1.5  # voxels of 3 mm; 0.6 measured
+
+
+def test_volumes_failing_registration_qc_are_left_out_and_named(tmp_path, monkeypatch):
+  """The QC stored with each cached volume decides; a flagged one moves to `skipped`."""
+  _, builder = build(tmp_path, monkeypatch)
+  work_dir = builder.prep_work_dir()
+  summary = runner.RunSummary()
+  for i, name in enumerate(sorted(os.listdir(work_dir))):
+    path = os.path.join(work_dir, name)
+    volume = cache.load(path)
+    background = 0.30 if i == 0 else 0.01  # the first registered "wrong"
+    cache.save(path, dataclasses.replace(volume, qc=qc.RegistrationQC(0.8, background, 1.0)))
+    summary.done[name[:-4]] = path
+  builder.prep_summary = summary
+  builder._leave_out_failed_registrations()
+  assert len(summary.done) == 2 and len(summary.skipped) == 1
+  (reason,) = summary.skipped.values()
+  assert reason.startswith("registration QC failed: 30.0% of the template brain")
