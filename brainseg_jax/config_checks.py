@@ -9,7 +9,7 @@ training when evaluation first reads it. Training and evaluation both call
 import ml_collections
 
 from brainseg_jax import scoring
-from brainseg_jax.datasets import input_pipeline
+from brainseg_jax.datasets import input_pipeline, schema
 from brainseg_jax.errors import UserError
 from brainseg_jax.models import NAMES as MODEL_NAMES
 from brainseg_jax.models.reconstruction import OPTIMIZERS
@@ -55,6 +55,13 @@ def _check_dataset(dataset, eval_config):
   _one_of(dataset.train_slices, sorted(input_pipeline.TRAIN_SLICES), "dataset.train_slices")
   _positive_int(dataset, "lesion_margin_slices", "dataset.", minimum=0)
   _one_of(dataset.standardize, ("none", "nyul"), "dataset.standardize")
+  channels = schema.modalities(dataset)
+  if len(channels) > 1 and channels[0] != dataset.modality:
+    raise UserError(f"dataset.modalities {channels} must start with dataset.modality "
+                    f"{dataset.modality!r} (the first channel names the variant)")
+  if len(channels) > 1 and dataset.standardize != "none":
+    raise UserError("dataset.standardize=nyul with several modalities is not supported yet: "
+                    "set dataset.standardize=none or use one modality")
 
 
 def _check_model(config):

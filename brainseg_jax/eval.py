@@ -33,7 +33,7 @@ from brainseg_jax import (
 )
 from brainseg_jax import outputs as outputs_lib
 from brainseg_jax import workdir as workdir_lib
-from brainseg_jax.datasets import input_pipeline
+from brainseg_jax.datasets import input_pipeline, schema
 from brainseg_jax.errors import UserError
 from brainseg_jax.models import create_model
 from data_prep import atomic
@@ -151,7 +151,9 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   pooled["all"]["slice_auroc"] = metrics.auroc(np.concatenate(slice_scores),
                                                np.concatenate(slice_labels))
   result = {
-      "dataset": f"{config.dataset.name}/{config.dataset.modality}_{config.dataset.resolution}",
+      "dataset": f"{config.dataset.name}/"
+                 + schema.variant_name(schema.modalities(config.dataset),
+                                       config.dataset.resolution),
       "test_dataset": config.eval.test_dataset or config.dataset.name,
       "model": config.model.name,
       "checkpoint_step": step,

@@ -42,6 +42,7 @@ from brainseg_jax import (
     thresholds,
 )
 from brainseg_jax import workdir as workdir_lib
+from brainseg_jax.datasets import schema
 from brainseg_jax.datasets.input_pipeline import Volume
 from brainseg_jax.errors import USER_ERRORS, UserError
 from brainseg_jax.models import create_model
@@ -73,6 +74,11 @@ class ScanScorer:
     from data_prep.config import PrepConfig
 
     self.config = checkpoints.saved_config(workdir)
+    channels = schema.modalities(self.config.dataset)
+    if len(channels) > 1:
+      raise UserError(f"the model in {workdir} takes {len(channels)} modalities as channels "
+                      f"({', '.join(channels)}); predict reads one scan and supports "
+                      "single-modality models only so far")
     self.model = create_model(self.config)
     state, _ = checkpoints.restore_trained(self.config, workdir, self.model)
     self.scorer = scoring.VolumeScorer(self.model, scoring.residual_for(self.config))

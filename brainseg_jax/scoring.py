@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from brainseg_jax import parallel, postprocess
+from brainseg_jax.datasets import schema
 from brainseg_jax.models import Model
 
 RESIDUALS = ("abs", "positive")
@@ -18,7 +19,8 @@ _HYPERINTENSE_LESIONS = ("flair", "t2")
 
 
 def residual_for(config) -> str:
-  """The config's residual, "auto" resolved by modality: "positive" for FLAIR and T2.
+  """The config's residual, "auto" resolved by modality: "positive" for FLAIR and T2 (all
+  channels; a T1 channel, where gliomas are dark, makes it "abs").
 
   On the LGG validation patients (FLAIR, denoising U-Net) the positive residual
   raised the best validation Dice from 0.465 to 0.601: a reconstruction brighter
@@ -27,17 +29,20 @@ def residual_for(config) -> str:
   residual = config.eval.residual
   if residual != "auto":
     return residual
-  return "positive" if config.dataset.modality in _HYPERINTENSE_LESIONS else "abs"
+  channels = schema.modalities(config.dataset)
+  return "positive" if all(m in _HYPERINTENSE_LESIONS for m in channels) else "abs"
 
 
 def anomaly_map(images, reconstruction, brain_mask, residual: str = "abs"):
   """|x - x_hat| ("abs") or max(x - x_hat, 0) ("positive"), zero outside the brain.
 
   "positive" is for anomalies known to be hyperintense (FLAIR lesions), where
-  a reconstruction brighter than the input is not a finding.
+  a reconstruction brighter than the input is not a finding. Images with
+  several channels (modalities) give one map: the mean residual over them.
   """
   diff = images - reconstruction
   anomaly = jnp.abs(diff) if residual == "abs" else jnp.maximum(diff, 0.0)
+  anomaly = jnp.mean(anomaly, axis=-1, keepdims=True)
   return jnp.where(brain_mask, anomaly, 0.0)
 
 

@@ -17,6 +17,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = "synthetic_brain"
   config.dataset.modality = "flair"
+  # Several modalities as input channels, e.g. ("flair", "t1", "t1c") (datasets with such a
+  # variant: lgg); empty: `modality` alone. One anomaly map: the mean residual over channels.
+  config.dataset.modalities = ()
   config.dataset.resolution = 128
   # Empty: $BRAINSEG_DATA_DIR, else TFDS's default (~/tensorflow_datasets).
   config.dataset.data_dir = ""

@@ -31,8 +31,9 @@ def build(dataset: str, manual_dir: str, modality: str | None, resolution: int, 
   builder_cls = input_pipeline.BUILDERS[dataset]
   if workers:
     os.environ["BRAINSEG_PREP_WORKERS"] = str(workers)
+  channels = tuple(m for m in (modality or builder_cls.MODALITIES[0]).split(",") if m)
   config = ml_collections.ConfigDict({
-      "name": dataset, "modality": modality or builder_cls.MODALITIES[0],
+      "name": dataset, "modality": channels[0], "modalities": channels,
       "resolution": resolution, "data_dir": data_dir, "manual_dir": manual_dir or ""})
   builder = input_pipeline.get_builder(config)
   for split, info in builder.info.splits.items():
@@ -80,7 +81,8 @@ def main():
   flags.DEFINE_string("dataset", None, "Dataset name: ixi, brats_glioma, mslub, elderly_flair, "
                       "nifti_folder, lgg.")
   flags.DEFINE_string("manual_dir", None, "Folder holding the downloaded scans.")
-  flags.DEFINE_string("modality", None, "Modality; default: the dataset's first.")
+  flags.DEFINE_string("modality", None, "Modality, or several as channels (lgg: flair,t1,t1c); "
+                      "default: the dataset's first.")
   flags.DEFINE_integer("resolution", 128, "In-plane size R of the R x R slices (32, 64, 128).")
   flags.DEFINE_string("data_dir", "", "TFDS data dir; default $BRAINSEG_DATA_DIR or TFDS's.")
   flags.DEFINE_integer("workers", 0, "Worker processes; 0: one per core.")

@@ -24,6 +24,7 @@ def save(path: str, result: Preprocessed) -> None:
   with atomic_path(path) as tmp:
     np.savez_compressed(tmp, image=result.image, brain_mask=result.brain_mask,
                         anomaly_mask=result.anomaly_mask, notes=np.asarray(result.notes, str),
+                        **({"extra": result.extra} if result.extra is not None else {}),
                         **result.record.to_arrays(),
                         **(result.qc.to_arrays() if result.qc is not None else {}))
 
@@ -32,4 +33,5 @@ def load(path: str) -> Preprocessed:
   with np.load(path) as f:
     return Preprocessed(image=f["image"], brain_mask=f["brain_mask"],
                         anomaly_mask=f["anomaly_mask"], record=VolumeRecord.from_arrays(f),
-                        notes=tuple(str(n) for n in f["notes"]), qc=RegistrationQC.from_arrays(f))
+                        notes=tuple(str(n) for n in f["notes"]), qc=RegistrationQC.from_arrays(f),
+                        extra=f["extra"] if "extra" in f else None)

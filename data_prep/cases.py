@@ -18,6 +18,9 @@ class Case:
   brain_mask: str | None = None
   # Lesion voxels leave the brain mask (train on lesioned brains without their lesions).
   exclude_anomaly_from_brain: bool = False
+  # Further modalities of the same session, in world register with `image`: extra channels,
+  # carried through `image`'s registration.
+  extra_images: tuple[str, ...] = ()
 
 
 def subject_fraction(subject_id: str) -> float:

@@ -68,14 +68,21 @@ class Preprocessed:
   notes: tuple[str, ...] = ()
   # Registration quality control (None for caches written before it existed).
   qc: qc.RegistrationQC | None = None
+  # Further modalities (x, y, z, E), normalised like `image`; E = 0 without any.
+  extra: np.ndarray | None = None
   # The validated input scan as loaded (float32, its own grid), for a caller that shows
   # results on top of it; not cached.
   scan: nib.Nifti1Image | None = None
 
 
 def preprocess(image_path, config: PrepConfig, anomaly_mask_path=None,
-               brain_mask_path=None) -> Preprocessed:
-  """Preprocess one scan (and its optional masks on the scan's grid)."""
+               brain_mask_path=None, extra_images=()) -> Preprocessed:
+  """Preprocess one scan (and its optional masks on the scan's grid).
+
+  `extra_images`: other modalities of the same session (in world register with
+  the scan, any grid): each is bias-corrected and normalised like the scan and
+  mapped through the scan's registration, so the channels stay aligned.
+  """
   sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # reproducible; parallel per volume
   notes = []
   raw = load.load_volume(image_path)
@@ -87,20 +94,7 @@ def preprocess(image_path, config: PrepConfig, anomaly_mask_path=None,
   use_given = bool(brain_mask_path) and config.brain_mask in ("given", "auto")
   brain_raw = load.load_mask(brain_mask_path, raw, image_path) if use_given else None
 
-  img = orient.to_ras(raw)
-  working = orient.to_sitk(img.get_fdata(dtype=np.float32), img.affine)
-  if config.resample and config.target_spacing_mm > 0:
-    working = resample.to_spacing(working, config.target_spacing_mm)
-  if config.n4:
-    n4_mask = None
-    if brain_raw is not None:
-      brain_ras = orient.to_ras(brain_raw)
-      n4_mask = sitk.Cast(sitk.Resample(
-          orient.to_sitk((brain_ras.get_fdata() > 0).astype(np.uint8), brain_ras.affine),
-          working, sitk.Transform(), sitk.sitkNearestNeighbor, 0), sitk.sitkUInt8)
-    working, why = bias.n4_correct(working, config.n4_shrink, config.n4_iterations, n4_mask)
-    if why:
-      notes.append(f"N4 skipped: {why}")
+  working = _working_image(raw, config, brain_raw, notes)
   if config.registration == "affine":
     template_to_scan = _register(image_path, working, config)
   elif config.registration == "none":
@@ -135,10 +129,12 @@ def preprocess(image_path, config: PrepConfig, anomaly_mask_path=None,
     anomaly &= brain
   else:
     anomaly = np.zeros(g.shape, bool)
-  if config.normalize:
-    image = normalize.percentile_scale(image, brain, config.percentiles, config.clip_max)
-  else:
-    image = np.where(brain, image, 0.0).astype(np.float32)
+  image = _normalized(image, brain, config)
+  extra = np.zeros((*g.shape, 0), np.float32)
+  if extra_images:
+    extra = np.stack([
+        _extra_channel(path, raw, config, brain_raw, brain, template_to_scan, g, notes)
+        for path in extra_images], axis=-1)
 
   keep = grid.select_slices(config.resolution, config.slices, config.min_brain_fraction)
   record = VolumeRecord(
@@ -148,7 +144,47 @@ def preprocess(image_path, config: PrepConfig, anomaly_mask_path=None,
   return Preprocessed(image=image[:, :, keep].astype(np.float32),
                       brain_mask=brain[:, :, keep].astype(np.uint8),
                       anomaly_mask=anomaly[:, :, keep].astype(np.uint8),
-                      record=record, notes=tuple(notes), qc=registration_qc, scan=raw)
+                      record=record, notes=tuple(notes), qc=registration_qc,
+                      extra=extra[:, :, keep].astype(np.float32), scan=raw)
+
+
+def _working_image(raw, config: PrepConfig, brain_raw, notes: list) -> sitk.Image:
+  """The scan in RAS, at the working spacing, bias-corrected: what is registered and sampled."""
+  img = orient.to_ras(raw)
+  working = orient.to_sitk(img.get_fdata(dtype=np.float32), img.affine)
+  if config.resample and config.target_spacing_mm > 0:
+    working = resample.to_spacing(working, config.target_spacing_mm)
+  if config.n4:
+    n4_mask = None
+    if brain_raw is not None:
+      brain_ras = orient.to_ras(brain_raw)
+      n4_mask = sitk.Cast(sitk.Resample(
+          orient.to_sitk((brain_ras.get_fdata() > 0).astype(np.uint8), brain_ras.affine),
+          working, sitk.Transform(), sitk.sitkNearestNeighbor, 0), sitk.sitkUInt8)
+    working, why = bias.n4_correct(working, config.n4_shrink, config.n4_iterations, n4_mask)
+    if why:
+      notes.append(f"N4 skipped: {why}")
+  return working
+
+
+def _normalized(image: np.ndarray, brain: np.ndarray, config: PrepConfig) -> np.ndarray:
+  if config.normalize:
+    return normalize.percentile_scale(image, brain, config.percentiles, config.clip_max)
+  return np.where(brain, image, 0.0).astype(np.float32)
+
+
+def _extra_channel(path, reference, config, brain_raw, brain, template_to_scan, g, notes):
+  """Another modality of the session on the output grid, through the scan's registration."""
+  raw = load.load_volume(path)
+  ref_centre = reference.affine @ [*(np.asarray(reference.shape[:3]) / 2), 1]
+  centre = raw.affine @ [*(np.asarray(raw.shape[:3]) / 2), 1]
+  if np.linalg.norm(ref_centre[:3] - centre[:3]) > 50.0:
+    raise InputFileError(path, "lies over 50 mm from the scan it should be in register with "
+                               f"({reference.get_filename()}): not the same session?")
+  working = _working_image(raw, config, brain_raw, notes)
+  data, affine = orient.from_sitk(working)
+  channel = resample.resample_grid(data, affine, g.shape, g.affine, template_to_scan)
+  return _normalized(channel, brain, config)
 
 
 # A head scan covers well over this in every direction, even a thick-slice 2D acquisition;

@@ -45,7 +45,8 @@ def _run_one(args) -> tuple[str, str, str]:
   case, config, work_dir = args
   path = cache.path_for(work_dir, case.subject_id)
   try:
-    result = preprocess(case.image, config, case.anomaly_mask, case.brain_mask)
+    result = preprocess(case.image, config, case.anomaly_mask, case.brain_mask,
+                        extra_images=case.extra_images)
   except PrepError as e:
     return case.subject_id, "skip", str(e)
   except (RuntimeError, ValueError) as e:  # SimpleITK failures, e.g. no overlap after registration

@@ -24,6 +24,7 @@ from brainseg_jax.datasets import (
   lgg,
   mslub,
   nifti_folder,
+  schema,
   synthetic_brain,
 )
 from brainseg_jax.errors import UserError
@@ -53,11 +54,11 @@ def get_builder(dataset_config: ml_collections.ConfigDict) -> tfds.core.DatasetB
     raise UserError(f"unknown dataset.name {dataset_config.name!r}: "
                     f"expected one of {sorted(BUILDERS)}")
   builder_cls = BUILDERS[dataset_config.name]
-  config_name = f"{dataset_config.modality}_{dataset_config.resolution}"
+  config_name = schema.variant_name(schema.modalities(dataset_config), dataset_config.resolution)
   known = [c.name for c in builder_cls.BUILDER_CONFIGS]
   if config_name not in known:
     raise UserError(f"dataset {dataset_config.name} has no variant {config_name!r} "
-                    f"(modality x resolution): expected one of {known}")
+                    f"(modalities x resolution): expected one of {known}")
   builder = builder_cls(config=config_name, data_dir=data_dir(dataset_config),
                         file_format="array_record")
   if not builder.is_prepared():
@@ -108,8 +109,10 @@ def healthy_training_image(example) -> np.ndarray:
   healthy_brain = example["brain_mask"][..., 0].astype(bool) & ~lesion
   ring = ndimage.binary_dilation(lesion, iterations=2) & healthy_brain
   around = ring if ring.any() else healthy_brain
-  fill = np.median(image[..., 0][around]) if around.any() else 0.0
-  return np.where(lesion[..., None], np.float32(fill), image)
+  # One fill per channel (modality).
+  fill = (np.median(image[around], axis=0) if around.any()
+          else np.zeros(image.shape[-1])).astype(np.float32)
+  return np.where(lesion[..., None], fill, image)
 
 
 def training_example(example) -> dict[str, np.ndarray]:

@@ -47,8 +47,9 @@ def split_of(patient: str) -> str:
   return next(split for split, buckets in _SPLIT_BUCKETS.items() if bucket in buckets)
 
 
-def find_lgg(manual_dir: str, modality: str, volumes_dir: str) -> list[Case]:
-  """One case per patient with this modality, restacked into `volumes_dir` on first use."""
+def find_lgg(manual_dir: str, modality: str, volumes_dir: str, extra=()) -> list[Case]:
+  """One case per patient with this modality (and the `extra` ones as further channels),
+  restacked into `volumes_dir` on first use."""
   cases = []
   for folder in kaggle_lgg.patient_folders(manual_dir):
     subject = os.path.basename(folder)
@@ -57,15 +58,17 @@ def find_lgg(manual_dir: str, modality: str, volumes_dir: str) -> list[Case]:
     except InputFileError as e:
       log.warning("skipped %s: %s", subject, e)
       continue
-    if modality in manifest["missing"]:
+    lacking = [m for m in (modality, *extra) if m in manifest["missing"]]
+    if lacking:
       log.warning("skipped %s for %s: its %s channel only repeats FLAIR (sequence not acquired)",
-                  subject, modality, modality)
+                  subject, "+".join((modality, *extra)), lacking[0])
       continue
     paths = kaggle_lgg.stack_paths(volumes_dir, subject)
     split = split_of(patient_id(subject))
     cases.append(Case(subject_id=subject, image=paths[modality], split=split,
                       anomaly_type="glioma", anomaly_mask=paths["mask"],
-                      exclude_anomaly_from_brain=split != "test"))
+                      exclude_anomaly_from_brain=split != "test",
+                      extra_images=tuple(paths[m] for m in extra)))
   return cases
 
 
@@ -75,7 +78,8 @@ class Lgg(nifti_slices.NiftiSlicesBuilder):
   # Skull on, no brain masks: the template brain mask carried through the registration.
   PREP_OVERRIDES = {"brain_mask": "template"}
   MODALITIES = ("flair", "t1", "t1c")
-  BUILDER_CONFIGS = nifti_slices.make_configs(MODALITIES)
+  # FLAIR, T1 and T1c of one session are restacked from the same tif: in register by construction.
+  BUILDER_CONFIGS = nifti_slices.make_configs(MODALITIES, channel_sets=[MODALITIES])
   DEFAULT_CONFIG_NAME = "flair_128"
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
@@ -97,3 +101,6 @@ class Lgg(nifti_slices.NiftiSlicesBuilder):
 
   def find_cases(self, manual_dir, modality):
     return find_lgg(manual_dir, modality, self.volumes_dir())
+
+  def find_multichannel_cases(self, manual_dir, modalities):
+    return find_lgg(manual_dir, modalities[0], self.volumes_dir(), modalities[1:])

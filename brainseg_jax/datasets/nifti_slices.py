@@ -30,12 +30,21 @@ RESOLUTIONS = (32, 64, 128)
 class NiftiSlicesConfig(tfds.core.BuilderConfig):
   modality: str = "t1"
   resolution: int = 128
+  # Further modalities stacked after `modality` as image channels.
+  extra_modalities: tuple[str, ...] = ()
+
+  @property
+  def modalities(self) -> tuple[str, ...]:
+    return (self.modality, *self.extra_modalities)
 
 
-def make_configs(modalities) -> list[NiftiSlicesConfig]:
-  return [NiftiSlicesConfig(name=f"{m}_{r}", modality=m, resolution=r,
-                            description=f"{m.upper()} axial slices, {r}x{r}")
-          for m in modalities for r in RESOLUTIONS]
+def make_configs(modalities, channel_sets=()) -> list[NiftiSlicesConfig]:
+  """One variant per modality and resolution, and per set of modalities taken as channels."""
+  sets = [(m,) for m in modalities] + [tuple(s) for s in channel_sets]
+  return [NiftiSlicesConfig(name=schema.variant_name(s, r), modality=s[0],
+                            extra_modalities=s[1:], resolution=r,
+                            description=f"{'+'.join(m.upper() for m in s)} axial slices, {r}x{r}")
+          for s in sets for r in RESOLUTIONS]
 
 
 class NiftiSlicesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -48,6 +57,10 @@ class NiftiSlicesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
   def find_cases(self, manual_dir: str, modality: str) -> list[Case]:
     raise NotImplementedError
 
+  def find_multichannel_cases(self, manual_dir: str, modalities) -> list[Case]:
+    """Cases with `extra_images` for modalities[1:]; only layouts with channel sets have them."""
+    raise NotImplementedError
+
   def prep_config(self) -> PrepConfig:
     cfg = self.builder_config
     return dataclasses.replace(PrepConfig(modality=cfg.modality, resolution=cfg.resolution),
@@ -57,7 +70,8 @@ class NiftiSlicesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     return tfds.core.DatasetInfo(
         builder=self,
         description=self.__doc__,
-        features=schema.slice_features(self.builder_config.resolution),
+        features=schema.slice_features(self.builder_config.resolution,
+                                       len(self.builder_config.modalities)),
         homepage="https://github.com/brainseg-jax/brainseg_jax",
     )
 
@@ -86,7 +100,9 @@ class NiftiSlicesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     if not os.path.isdir(manual_dir):
       raise UserError(f"dataset {self.name}: manual_dir {manual_dir} not found. "
                       f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS.strip()}")
-    cases = self.find_cases(manual_dir, self.builder_config.modality)
+    cfg = self.builder_config
+    cases = (self.find_multichannel_cases(manual_dir, cfg.modalities) if cfg.extra_modalities
+             else self.find_cases(manual_dir, cfg.modality))
     if not cases:
       raise UserError(f"dataset {self.name}: no {self.builder_config.modality} scans found "
                       f"in {manual_dir}. {self.MANUAL_DOWNLOAD_INSTRUCTIONS.strip()}")
@@ -124,9 +140,10 @@ class NiftiSlicesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
       if case.exclude_anomaly_from_brain:
         brain = brain & ~anomaly
       num_slices = result.image.shape[-1]
+      channels = np.concatenate([result.image[..., None], _extra(result)], axis=-1)
       for k in range(num_slices):
         yield f"{case.subject_id}/{k:03d}", {
-            "image": result.image[:, :, k, None].astype(np.float32),
+            "image": channels[:, :, k, :].astype(np.float32),
             "brain_mask": brain[:, :, k, None].astype(np.uint8),
             "anomaly_mask": anomaly[:, :, k, None].astype(np.uint8),
             "subject_id": case.subject_id,
@@ -136,3 +153,10 @@ class NiftiSlicesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
             "source_file": case.image,
             "modality": modality,
         }
+
+
+def _extra(result) -> np.ndarray:
+  """The volume's further channels, (x, y, z, E); E = 0 for a single modality."""
+  if result.extra is None:
+    return np.zeros((*result.image.shape, 0), np.float32)
+  return result.extra

@@ -13,13 +13,26 @@ import tensorflow_datasets as tfds
 ANOMALY_TYPES = ("none", "ms", "glioma", "wmh")
 
 
-def slice_features(resolution: int) -> tfds.features.FeaturesDict:
-  """Features of one axial slice at `resolution` x `resolution`."""
+def modalities(dataset_config) -> tuple[str, ...]:
+  """The image channels of a dataset config: `dataset.modalities`, else (`dataset.modality`,)."""
+  several = tuple(dataset_config.get("modalities", ()) or ())
+  return several or (dataset_config.modality,)
+
+
+def variant_name(channels, resolution: int) -> str:
+  """The builder config name: "flair_64", or "flair-t1-t1c_64" for several channels."""
+  return f"{'-'.join(channels)}_{resolution}"
+
+
+def slice_features(resolution: int, channels: int = 1) -> tfds.features.FeaturesDict:
+  """Features of one axial slice at `resolution` x `resolution`, one channel per modality."""
   shape = (resolution, resolution, 1)
   zlib = tfds.features.Encoding.ZLIB
   return tfds.features.FeaturesDict({
-      # Intensities normalised inside the brain; 0 outside it.
-      "image": tfds.features.Tensor(shape=shape, dtype=np.float32, encoding=zlib),
+      # Intensities normalised inside the brain; 0 outside it. Channels in the order of the
+      # variant's modalities (the first is the one `modality` names).
+      "image": tfds.features.Tensor(shape=(resolution, resolution, channels), dtype=np.float32,
+                                    encoding=zlib),
       "brain_mask": tfds.features.Tensor(shape=shape, dtype=np.uint8, encoding=zlib),
       # All zero on healthy slices; the ground truth only evaluation reads.
       "anomaly_mask": tfds.features.Tensor(shape=shape, dtype=np.uint8, encoding=zlib),

@@ -8,6 +8,7 @@ new module and one line in `FAMILIES`.
 import jax
 import ml_collections
 
+from brainseg_jax.datasets import schema
 from brainseg_jax.errors import UserError
 from brainseg_jax.models import ae, dae, fanogan, threshold, unet_dae, vae
 from brainseg_jax.models.base import Model
@@ -26,9 +27,10 @@ def create_model(config: ml_collections.ConfigDict) -> Model:
 
 
 def create_train_state(model: Model, config: ml_collections.ConfigDict):
-  """The model's initial state for the config's image size, from the config's seed."""
+  """The model's initial state for the config's image size and channels, from its seed."""
   size = config.dataset.resolution
-  return model.create_state(jax.random.key(config.seed), (size, size, 1))
+  channels = len(schema.modalities(config.dataset))
+  return model.create_state(jax.random.key(config.seed), (size, size, channels))
 
 
 __all__ = ["FAMILIES", "NAMES", "Model", "create_model", "create_train_state"]

@@ -24,7 +24,7 @@ class AutoEncoder(nn.Module):
     h = layers.Encoder(arch.channels, arch.blocks_per_level, arch.norm)(x)
     z = layers.Bottleneck(arch.bottleneck, arch.latent_dim, arch.latent_channels)(h)
     h = layers.FromLatent(arch.bottleneck, h.shape[1:])(z)
-    return layers.Decoder(arch.channels, 1, arch.blocks_per_level, arch.norm)(h)
+    return layers.Decoder(arch.channels, x.shape[-1], arch.blocks_per_level, arch.norm)(h)
 
 
 def loss_fn(module, params, batch, rng):

@@ -29,6 +29,7 @@ import ml_collections
 import optax
 from flax.training import train_state
 
+from brainseg_jax.datasets import schema
 from brainseg_jax.models.base import Model
 
 
@@ -90,6 +91,7 @@ class Generator(nn.Module):
 
   channels: Sequence[int]  # highest resolution first, like the encoders
   image_size: int
+  image_channels: int = 1  # one per modality
 
   @nn.compact
   def __call__(self, z):
@@ -98,7 +100,7 @@ class Generator(nn.Module):
     x = nn.Dense(4 * 4 * widths[-1])(z).reshape(z.shape[0], 4, 4, widths[-1])
     for features in reversed(widths):
       x = ResidualBlock(features, "up")(x)
-    return nn.Conv(1, (3, 3))(nn.leaky_relu(x, 0.2))
+    return nn.Conv(self.image_channels, (3, 3))(nn.leaky_relu(x, 0.2))
 
 
 class Critic(nn.Module):
@@ -168,7 +170,8 @@ class FAnoGAN:
     self.config = config.model
     self.seed = config.seed
     channels = tuple(self.config.channels)
-    self.generator = Generator(channels, config.dataset.resolution)
+    self.generator = Generator(channels, config.dataset.resolution,
+                               len(schema.modalities(config.dataset)))
     self.critic = Critic(channels)
     self.encoder = Encoder(channels, self.config.latent_dim)
     betas = dict(b1=self.config.adam_b1, b2=self.config.adam_b2)

@@ -99,14 +99,14 @@ class Up(nn.Module):
 
 
 class UNet(nn.Module):
-  """Image (B, H, W, C) -> image (B, H, W, out_channels), linear output."""
+  """Image (B, H, W, C) -> image (B, H, W, C), linear output."""
 
   architecture: UNetArchitecture
-  out_channels: int = 1
 
   @nn.compact
   def __call__(self, x):
     arch = self.architecture
+    channels = x.shape[-1]
     skips = []
     for level, features in enumerate(arch.widths):
       if level:
@@ -116,4 +116,4 @@ class UNet(nn.Module):
     # The deepest level's output is the decoder's input, not a skip.
     for features, skip in zip(reversed(arch.widths[:-1]), reversed(skips[:-1]), strict=True):
       x = Up(features, arch.norm_groups)(x, skip)
-    return nn.Conv(self.out_channels, (1, 1))(x)
+    return nn.Conv(channels, (1, 1))(x)

@@ -38,7 +38,7 @@ class VariationalAutoEncoder(nn.Module):
     if rng is not None:
       z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(rng, mean.shape, mean.dtype)
     h = layers.FromLatent(arch.bottleneck, h.shape[1:])(z)
-    recon = layers.Decoder(arch.channels, 1, arch.blocks_per_level, arch.norm)(h)
+    recon = layers.Decoder(arch.channels, x.shape[-1], arch.blocks_per_level, arch.norm)(h)
     return recon, mean, log_var
 
 

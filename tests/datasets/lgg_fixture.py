@@ -38,8 +38,8 @@ def write_patient(root: pathlib.Path, patient: str, t1_is_flair: bool = False,
     if k in LESION_SLICES:
       mask[28:36, 28:36] = 255
     flair = (np.where(head, 100 + 5 * n, 0) + np.where(mask > 0, 80, 0)).astype(np.uint8)
-    t1 = flair if t1_is_flair else np.where(head, 60, 0).astype(np.uint8)
-    t1c = np.where(head, 80, 0).astype(np.uint8)
+    t1 = flair if t1_is_flair else np.where(head, 60 + 2 * n, 0).astype(np.uint8)
+    t1c = np.where(head, 80 + 3 * n, 0).astype(np.uint8)
     Image.fromarray(np.stack([t1, flair, t1c], -1)).save(folder / f"{folder.name}_{n}.tif")
     Image.fromarray(mask).save(folder / f"{folder.name}_{n}_mask.tif")
   return folder
@@ -58,7 +58,7 @@ def write_kaggle_dir(root: pathlib.Path) -> pathlib.Path:
 CHEAP_PREP = {"brain_mask": "template", "resample": False, "n4": False, "registration": "none"}
 
 
-def build(tmp_path: pathlib.Path, monkeypatch, resolution: int = 32):
+def build(tmp_path: pathlib.Path, monkeypatch, resolution: int = 32, modalities=()):
   """(dataset config, builder) of the lgg dataset built from a fresh fixture under tmp_path."""
   kaggle_dir = write_kaggle_dir(tmp_path / "kaggle_3m")
   monkeypatch.setattr(lgg.Lgg, "PREP_OVERRIDES", CHEAP_PREP)
@@ -66,4 +66,5 @@ def build(tmp_path: pathlib.Path, monkeypatch, resolution: int = 32):
   config = default.get_config().dataset
   config.name, config.modality, config.resolution = "lgg", "flair", resolution
   config.data_dir, config.manual_dir = str(tmp_path / "tfds"), str(kaggle_dir)
+  config.modalities = tuple(modalities)
   return config, input_pipeline.get_builder(config)

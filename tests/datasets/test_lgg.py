@@ -242,3 +242,25 @@ def test_volumes_failing_registration_qc_are_left_out_and_named(tmp_path, monkey
   assert len(summary.done) == 2 and len(summary.skipped) == 1
   (reason,) = summary.skipped.values()
   assert reason.startswith("registration QC failed: 30.0% of the template brain")
+
+
+def test_several_modalities_become_aligned_channels(tmp_path, monkeypatch):
+  """FLAIR, T1, T1c of a patient as one 3-channel image; a patient lacking one is left out."""
+  config, builder = build(tmp_path, monkeypatch, modalities=("flair", "t1", "t1c"))
+  assert builder.builder_config.name == "flair-t1-t1c_32"
+  assert "validation" not in builder.info.splits  # its T1 only repeats FLAIR
+  (volume,) = input_pipeline.load_volumes(builder, "test")
+  assert volume.image.shape == (24, 32, 32, 3)
+  brain = volume.brain_mask[..., 0]
+  # Each channel normalised on its own; all zero outside the same brain.
+  for c in range(3):
+    assert volume.image[..., c][brain].max() > 0.5
+    assert not volume.image[..., c][~brain].any()
+  # Channel order: the fixture's tumour is bright on FLAIR only.
+  tumour = volume.anomaly_mask[..., 0]
+  contrast = [volume.image[..., c][tumour].mean() - volume.image[..., c][brain & ~tumour].mean()
+              for c in range(3)]
+  assert contrast[0] > 0.2 and abs(contrast[1]) < 0.1 and abs(contrast[2]) < 0.1, contrast
+  single, _ = build(tmp_path / "single", monkeypatch)
+  flair = input_pipeline.load_volumes(input_pipeline.get_builder(single), "test")[0].image
+  np.testing.assert_allclose(volume.image[..., :1], flair, atol=1e-6)
