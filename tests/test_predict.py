@@ -1,9 +1,14 @@
 """predict on real scans: maps on the input's grid, aligned with the lesion."""
 
+import json
+
 import nibabel as nib
 import numpy as np
 import pytest
 
+from brainseg_jax import checkpoints, predict
+from brainseg_jax.errors import UserError
+from configs import threshold as threshold_config
 from tests.conftest import run
 
 
@@ -142,3 +147,12 @@ def test_a_single_bad_scan_is_exactly_one_line(vae_smoke_run, tmp_path):
   assert result.stderr.strip().splitlines() == [
       f"error: {scan}: field of view 8 x 8 x 8 mm is too small for a head scan (each side must "
       "be at least 40 mm)"], result.stderr
+
+
+def test_a_model_of_several_modalities_is_refused_in_one_line(tmp_path):
+  """predict reads one scan; a FLAIR+T1+T1c model would need three: said before any work."""
+  config = threshold_config.get_config()
+  config.dataset.modalities = ("flair", "t1", "t1c")
+  (tmp_path / checkpoints.EVALUATED_CONFIG_FILE).write_text(json.dumps(config.to_dict()))
+  with pytest.raises(UserError, match="takes 3 modalities as channels"):
+    predict.ScanScorer(str(tmp_path))
