@@ -82,7 +82,7 @@ def _write_axial_grid(path: str, volumes: dict[str, Preprocessed], resolution: i
 def _save(fig, path: str) -> str:
   fig.suptitle("same slices of every subject; green: template brain, red: lesion mask; "
                "red title: registration QC failed", fontsize=9)
-  fig.tight_layout()
+  fig.tight_layout(rect=(0, 0, 1, 0.97))  # room for the title above the first row
   with atomic_path(path) as tmp:
     fig.savefig(tmp, dpi=90, format="png")
   plt.close(fig)
