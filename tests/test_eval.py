@@ -27,8 +27,8 @@ def _with_labels_changed(monkeypatch, split: str):
   """Make load_volumes hand out `split` with its lesion labels moved 6 voxels."""
   real = input_pipeline.load_volumes
 
-  def load_volumes(builder, wanted):
-    volumes = real(builder, wanted)
+  def load_volumes(builder, wanted, *args, **kwargs):
+    volumes = real(builder, wanted, *args, **kwargs)
     if wanted != split:
       return volumes
     moved = []

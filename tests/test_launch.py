@@ -30,7 +30,7 @@ def test_launch_trains_then_evaluates(vae_smoke_run):
   assert (workdir / "roc_pr.png").stat().st_size > 10_000
   assert len(list((workdir / "figures").glob("*.png"))) == 10
   assert len((workdir / "per_volume.csv").read_text().splitlines()) == 11
-  assert "| all (10) | 0.05 |" in (workdir / "summary.md").read_text()
+  assert "| all (10) | healthy FPR 0.05 |" in (workdir / "summary.md").read_text()
   for fpr in ("fpr_0.01", "fpr_0.05", "fpr_0.1"):
     assert 0 <= pooled[fpr]["dice"] <= 1 and 0 <= pooled[fpr]["lesion_sensitivity"] <= 1
   # looser thresholds flag more: sensitivity grows with the false-positive rate
