@@ -18,8 +18,10 @@ def test_auto_residual_is_positive_for_hyperintense_lesions(modality, residual, 
 
 
 def test_positive_residual_ignores_a_reconstruction_brighter_than_the_input():
-  image = jnp.array([0.2, 0.9, 0.5])
-  recon = jnp.array([0.5, 0.4, 0.5])
-  brain = jnp.array([True, True, False])
-  np.testing.assert_allclose(scoring.anomaly_map(image, recon, brain, "positive"), [0, 0.5, 0])
-  np.testing.assert_allclose(scoring.anomaly_map(image, recon, brain, "abs"), [0.3, 0.5, 0])
+  image = jnp.array([0.2, 0.9, 0.5]).reshape(1, 3, 1)  # three voxels, one channel
+  recon = jnp.array([0.5, 0.4, 0.5]).reshape(1, 3, 1)
+  brain = jnp.array([True, True, False]).reshape(1, 3, 1)
+  positive = scoring.anomaly_map(image, recon, brain, "positive")
+  np.testing.assert_allclose(positive.ravel(), [0, 0.5, 0], atol=1e-6)
+  np.testing.assert_allclose(scoring.anomaly_map(image, recon, brain, "abs").ravel(),
+                             [0.3, 0.5, 0], atol=1e-6)
