@@ -8,7 +8,7 @@ training when evaluation first reads it. Training and evaluation both call
 
 import ml_collections
 
-from brainseg_jax import scoring
+from brainseg_jax import scoring, standardization
 from brainseg_jax.datasets import input_pipeline, schema
 from brainseg_jax.errors import UserError
 from brainseg_jax.models import NAMES as MODEL_NAMES
@@ -54,7 +54,7 @@ def _check_dataset(dataset, eval_config):
   _positive_int(dataset, "resolution", "dataset.")
   _one_of(dataset.train_slices, sorted(input_pipeline.TRAIN_SLICES), "dataset.train_slices")
   _positive_int(dataset, "lesion_margin_slices", "dataset.", minimum=0)
-  _one_of(dataset.standardize, ("none", "nyul"), "dataset.standardize")
+  _one_of(dataset.standardize, standardization.METHODS, "dataset.standardize")
   channels = schema.modalities(dataset)
   if len(channels) > 1 and channels[0] != dataset.modality:
     raise UserError(f"dataset.modalities {channels} must start with dataset.modality "
@@ -154,7 +154,7 @@ def _check_eval(eval_config):
   fprs = tuple(eval_config.healthy_fprs)
   _require(len(fprs) > 0 and all(0 < f < 1 for f in fprs), "eval.healthy_fprs", fprs,
            "a non-empty tuple of fractions in (0, 1)")
-  _one_of(eval_config.residual, (*scoring.RESIDUALS, "auto"), "eval.residual")
+  _one_of(eval_config.residual, scoring.RESIDUAL_SETTINGS, "eval.residual")
   post = eval_config.postprocess
   for key in ("median_filter_size", "brain_erosion", "min_component_size"):
     _positive_int(post, key, "eval.postprocess.", minimum=0)

@@ -14,6 +14,8 @@ from brainseg_jax.datasets import schema
 from brainseg_jax.models import Model
 
 RESIDUALS = ("abs", "positive")
+# What config.eval.residual may say: a residual, or "auto" (chosen by modality, residual_for).
+RESIDUAL_SETTINGS = (*RESIDUALS, "auto")
 # Modalities whose lesions of interest are hyperintense: "auto" takes the positive residual.
 _HYPERINTENSE_LESIONS = ("flair", "t2")
 

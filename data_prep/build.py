@@ -53,6 +53,7 @@ def _qc_table(builder) -> str:
   path = os.path.join(os.path.dirname(builder.data_dir.rstrip("/")),
                       f"qc_{builder.builder_config.name}.csv")
   lines = ["subject,volume_scale,brain_in_background,brain_coverage,flagged"]
+  flagged = 0
   for name in sorted(os.listdir(work_dir)) if os.path.isdir(work_dir) else []:
     if not name.endswith(".npz") or ".tmp" in name:
       continue
@@ -60,11 +61,11 @@ def _qc_table(builder) -> str:
     if registration_qc is None:
       continue
     reasons = "; ".join(registration_qc.flag_reasons())
+    flagged += bool(reasons)
     lines.append(f"{name[:-4]},{registration_qc.volume_scale:.3f},"
                  f"{registration_qc.brain_in_background:.4f},"
                  f"{registration_qc.brain_coverage:.3f},\"{reasons}\"")
   atomic.write_text(path, "\n".join(lines) + "\n")
-  flagged = sum(1 for line in lines[1:] if not line.endswith(',""'))
   logging.info("registration QC: %d of %d volumes flagged; table: %s", flagged, len(lines) - 1,
                path)
   return path
