@@ -137,7 +137,7 @@ def _trained_maps(config, workdir: str, subject_ids: list[str]):
     threshold = json.load(f)["protocol"]["threshold"]
   model = create_model(config)
   state, _ = checkpoints.restore_trained(config, workdir, model)
-  scorer = scoring.VolumeScorer(model, scoring.residual_for(config))
+  scorer = scoring.scorer_for(model, config)
   state = scorer.place(state)
   builder = evaluation.test_split_builder(config, input_pipeline.get_builder(config.dataset))
   for volume in input_pipeline.load_volumes(builder, "test",

@@ -59,6 +59,11 @@ def _check_dataset(dataset, eval_config):
   if len(channels) > 1 and channels[0] != dataset.modality:
     raise UserError(f"dataset.modalities {channels} must start with dataset.modality "
                     f"{dataset.modality!r} (the first channel names the variant)")
+  scored = tuple(eval_config.get("score_channels", ()) or ())
+  for name in scored:
+    _one_of(name, channels, "eval.score_channels entry")
+  if len(set(scored)) != len(scored):
+    raise UserError(f"eval.score_channels {scored} names a modality twice")
   if len(channels) > 1 and dataset.standardize != "none":
     raise UserError("dataset.standardize=nyul with several modalities is not supported yet: "
                     "set dataset.standardize=none or use one modality")

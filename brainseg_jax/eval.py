@@ -105,7 +105,7 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   model = create_model(config)
   state, step = checkpoints.restore_trained(config, workdir, model)
   builder = input_pipeline.get_builder(config.dataset)
-  scorer = scoring.VolumeScorer(model, scoring.residual_for(config))
+  scorer = scoring.scorer_for(model, config)
   state = scorer.place(state)
   post = config.eval.postprocess
   fprs = tuple(config.eval.healthy_fprs)
@@ -171,6 +171,8 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           "train_slices_meaning": input_pipeline.TRAIN_SLICES[config.dataset.train_slices],
           "lesion_margin_slices": config.dataset.lesion_margin_slices,
           "residual": scoring.residual_for(config),
+          "channels": list(schema.modalities(config.dataset)),
+          "scored_channels": list(scoring.scored_channels(config)),
           "standardize": config.dataset.standardize,
           "postprocess": post.to_dict(),
           "postprocess_active": postprocess.active_switches(post),

@@ -81,7 +81,7 @@ class ScanScorer:
                       "single-modality models only so far")
     self.model = create_model(self.config)
     state, _ = checkpoints.restore_trained(self.config, workdir, self.model)
-    self.scorer = scoring.VolumeScorer(self.model, scoring.residual_for(self.config))
+    self.scorer = scoring.scorer_for(self.model, self.config)
     self.state = self.scorer.place(state)
     self.standard = standardization.for_run(self.config, workdir)
     self.prep = PrepConfig(resolution=self.config.dataset.resolution,

@@ -20,9 +20,27 @@ RESIDUAL_SETTINGS = (*RESIDUALS, "auto")
 _HYPERINTENSE_LESIONS = ("flair", "t2")
 
 
+def scored_channels(config) -> tuple[str, ...]:
+  """The modalities the anomaly map averages over: `eval.score_channels`, all if empty.
+
+  A model that reconstructs FLAIR, T1 and T1c can still be scored on its FLAIR
+  residual alone; the intensity baseline on a several-channel dataset is then
+  plain FLAIR thresholding of the same patients.
+  """
+  channels = schema.modalities(config.dataset)
+  chosen = tuple(config.eval.get("score_channels", ()) or ())
+  return chosen or channels
+
+
+def channel_indices(config) -> tuple[int, ...]:
+  """Positions of `scored_channels` in the images' channel axis."""
+  channels = schema.modalities(config.dataset)
+  return tuple(channels.index(name) for name in scored_channels(config))
+
+
 def residual_for(config) -> str:
   """The config's residual, "auto" resolved by modality: "positive" for FLAIR and T2 (all
-  channels; a T1 channel, where gliomas are dark, makes it "abs").
+  scored channels; a T1 channel, where gliomas are dark, makes it "abs").
 
   On the LGG validation patients (FLAIR, denoising U-Net) the positive residual
   raised the best validation Dice from 0.465 to 0.601: a reconstruction brighter
@@ -31,18 +49,21 @@ def residual_for(config) -> str:
   residual = config.eval.residual
   if residual != "auto":
     return residual
-  channels = schema.modalities(config.dataset)
-  return "positive" if all(m in _HYPERINTENSE_LESIONS for m in channels) else "abs"
+  hyperintense = all(m in _HYPERINTENSE_LESIONS for m in scored_channels(config))
+  return "positive" if hyperintense else "abs"
 
 
-def anomaly_map(images, reconstruction, brain_mask, residual: str = "abs"):
+def anomaly_map(images, reconstruction, brain_mask, residual: str = "abs", channels=None):
   """|x - x_hat| ("abs") or max(x - x_hat, 0) ("positive"), zero outside the brain.
 
   "positive" is for anomalies known to be hyperintense (FLAIR lesions), where
   a reconstruction brighter than the input is not a finding. Images with
-  several channels (modalities) give one map: the mean residual over them.
+  several channels (modalities) give one map: the mean residual over them, or
+  over the `channels` (indices) given.
   """
   diff = images - reconstruction
+  if channels is not None:
+    diff = diff[..., list(channels)]
   anomaly = jnp.abs(diff) if residual == "abs" else jnp.maximum(diff, 0.0)
   anomaly = jnp.mean(anomaly, axis=-1, keepdims=True)
   return jnp.where(brain_mask, anomaly, 0.0)
@@ -51,7 +72,7 @@ def anomaly_map(images, reconstruction, brain_mask, residual: str = "abs"):
 class VolumeScorer:
   """(train state, images (S, H, W, 1), brain mask) -> numpy (reconstruction, anomaly map)."""
 
-  def __init__(self, model: Model, residual: str = "abs", mesh=None):
+  def __init__(self, model: Model, residual: str = "abs", mesh=None, channels=None):
     if residual not in RESIDUALS:
       raise ValueError(f"unknown residual {residual!r}: expected one of {RESIDUALS}")
     self.mesh = parallel.data_mesh(jax.local_devices()) if mesh is None else mesh
@@ -60,7 +81,7 @@ class VolumeScorer:
 
     def score(state, images, brain_mask):
       recon = model.reconstruct(state, images)
-      return recon, anomaly_map(images, recon, brain_mask, residual)
+      return recon, anomaly_map(images, recon, brain_mask, residual, channels)
 
     self._score = jax.jit(score, in_shardings=(parallel.replicated(self.mesh), slices, slices),
                           out_shardings=(slices, slices))
@@ -82,6 +103,11 @@ class VolumeScorer:
 
   def compiled_versions(self) -> int:
     return self._score._cache_size()
+
+
+def scorer_for(model: Model, config, mesh=None) -> VolumeScorer:
+  """The scorer a config asks for: its residual (`residual_for`) over its `scored_channels`."""
+  return VolumeScorer(model, residual_for(config), mesh, channel_indices(config))
 
 
 def anomaly_maps(scorer: VolumeScorer, state, volume, postprocess_config):

@@ -62,6 +62,9 @@ def get_config() -> ml_collections.ConfigDict:
   # |x - x_hat| ("abs"), max(x - x_hat, 0) ("positive"), or "auto": positive for FLAIR and T2,
   # whose lesions are hyperintense (better on the LGG validation patients), abs otherwise.
   config.eval.residual = "auto"
+  # Modalities the anomaly map averages over (e.g. ("flair",) for a FLAIR+T1+T1c
+  # model); empty: every channel of dataset.modalities.
+  config.eval.score_channels = ()
   # Post-processing, each step off by default (see brainseg_jax/postprocess.py).
   config.eval.postprocess = ml_collections.ConfigDict()
   config.eval.postprocess.median_filter_size = 0  # > 1: median filter of this size
