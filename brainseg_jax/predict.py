@@ -90,10 +90,14 @@ class ScanScorer:
 
   def __call__(self, scan_path: str, brain_mask_path: str | None = None):
     """(preprocessed scan, slices as a Volume, reconstruction, anomaly map) of one scan."""
+    prepared = self.preprocess(scan_path, brain_mask_path)
+    return (prepared, *self.score(prepared))
+
+  def preprocess(self, scan_path: str, brain_mask_path: str | None = None):
+    """The scan through the training data's preprocessing (`data_prep.pipeline.Preprocessed`)."""
     from data_prep import pipeline
 
-    prepared = pipeline.preprocess(scan_path, self.prep, brain_mask_path=brain_mask_path)
-    return (prepared, *self.score(prepared))
+    return pipeline.preprocess(scan_path, self.prep, brain_mask_path=brain_mask_path)
 
   def score(self, prepared):
     """(slices as a Volume, reconstruction, anomaly map) of a preprocessed scan."""
@@ -119,36 +123,49 @@ class Predictor:
     self.scan_scorer = ScanScorer(workdir, registration, n4)
 
   def __call__(self, scan_path: str, output_dir: str, brain_mask_path: str | None = None):
-    from data_prep import pipeline
+    from data_prep import pipeline, timing
 
-    prepared, volume, recon, anomaly = self.scan_scorer(scan_path, brain_mask_path)
-    post = self.scan_scorer.config.eval.postprocess
-    prediction = postprocess.clean_prediction(anomaly > self.threshold.value,
-                                              post.min_component_size)
-    brain = volume.brain_mask[..., 0]
-    flagged_fraction = float(prediction[brain].mean())
+    watch = timing.Stopwatch()
+    with watch.stage("preprocess"):
+      prepared = self.scan_scorer.preprocess(scan_path, brain_mask_path)
+    with watch.stage("score"):
+      volume, recon, anomaly = self.scan_scorer.score(prepared)
+      post = self.scan_scorer.config.eval.postprocess
+      prediction = postprocess.clean_prediction(anomaly > self.threshold.value,
+                                                post.min_component_size)
+      brain = volume.brain_mask[..., 0]
+      flagged_fraction = float(prediction[brain].mean())
 
     name = _stem(scan_path)
     maps = {"anomaly_map": (anomaly, 1), "prediction": (prediction.astype(np.float32), 0),
             "reconstruction": (recon, 1)}
     images, written = {}, {}
-    for kind, (array, order) in maps.items():
-      image = pipeline.to_original_grid(array, prepared.record, order=order)
-      if kind == "prediction":
-        image = nib.Nifti1Image(np.asarray(image.dataobj).round().astype(np.uint8), image.affine)
-      images[kind] = image
-      written[kind] = os.path.join(output_dir, f"{name}_{kind}.nii.gz")
-      outputs.save_nifti(image, written[kind])
-    scan_report = report.scan_report(os.path.abspath(scan_path), self.threshold,
-                                     flagged_fraction, images["prediction"], prepared.qc,
-                                     self.scan_scorer.config.dataset.get("standardize", "none"))
+    with watch.stage("write NIfTI"):
+      for kind, (array, order) in maps.items():
+        image = pipeline.to_original_grid(array, prepared.record, order=order)
+        if kind == "prediction":
+          image = nib.Nifti1Image(np.asarray(image.dataobj).round().astype(np.uint8),
+                                  image.affine)
+        images[kind] = image
+        written[kind] = os.path.join(output_dir, f"{name}_{kind}.nii.gz")
+        outputs.save_nifti(image, written[kind])
+    with watch.stage("report, overlay PNG"):
+      scan_report = report.scan_report(os.path.abspath(scan_path), self.threshold,
+                                       flagged_fraction, images["prediction"], prepared.qc,
+                                       self.scan_scorer.config.dataset.get("standardize", "none"))
+      written["overlay"] = os.path.join(output_dir, f"{name}_overlay.png")
+      figures.save_overlay(written["overlay"], prepared.scan, images["anomaly_map"],
+                           images["prediction"], self.threshold.value,
+                           report.caption(scan_report))
+    # Where this scan's seconds went: preprocessing by stage, then predict's own stages.
+    scan_report["seconds"] = {
+        "preprocess_stages": {k: round(v, 3) for k, v in prepared.timings.items()},
+        **{k: round(v, 3) for k, v in watch.seconds.items()}}
     written["report"] = os.path.join(output_dir, f"{name}_report.json")
     atomic.write_json(written["report"], scan_report)
-    written["overlay"] = os.path.join(output_dir, f"{name}_overlay.png")
-    figures.save_overlay(written["overlay"], prepared.scan, images["anomaly_map"],
-                         images["prediction"], self.threshold.value, report.caption(scan_report))
-    logging.info("%s: %.2f%% of the brain flagged (threshold %.4f, %s) -> %s", scan_path,
-                 100 * flagged_fraction, self.threshold.value, self.threshold.source, output_dir)
+    logging.info("%s: %.2f%% of the brain flagged (threshold %.4f, %s) -> %s in %.1f s",
+                 scan_path, 100 * flagged_fraction, self.threshold.value, self.threshold.source,
+                 output_dir, watch.total())
     if scan_report["warning"]:
       logging.warning("%s: %s", scan_path, scan_report["warning"])
     return written

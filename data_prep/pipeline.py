@@ -25,7 +25,18 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from data_prep import bias, grid, load, normalize, orient, qc, register, resample, template
+from data_prep import (
+    bias,
+    grid,
+    load,
+    normalize,
+    orient,
+    qc,
+    register,
+    resample,
+    template,
+    timing,
+)
 from data_prep.config import PrepConfig
 from data_prep.errors import InputFileError
 
@@ -73,6 +84,8 @@ class Preprocessed:
   # The validated input scan as loaded (float32, its own grid), for a caller that shows
   # results on top of it; not cached.
   scan: nib.Nifti1Image | None = None
+  # Wall seconds per preprocessing stage (timing.Stopwatch); not cached.
+  timings: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def preprocess(image_path, config: PrepConfig, anomaly_mask_path=None,
@@ -85,56 +98,69 @@ def preprocess(image_path, config: PrepConfig, anomaly_mask_path=None,
   """
   sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # reproducible; parallel per volume
   notes = []
-  raw = load.load_volume(image_path)
-  _check_field_of_view(image_path, raw)
-  anomaly_raw = (load.load_mask(anomaly_mask_path, raw, image_path)
-                 if anomaly_mask_path else None)
-  if config.brain_mask == "given" and not brain_mask_path:
-    raise InputFileError(image_path, "config asks for a given brain mask but none was found")
-  use_given = bool(brain_mask_path) and config.brain_mask in ("given", "auto")
-  brain_raw = load.load_mask(brain_mask_path, raw, image_path) if use_given else None
+  watch = timing.Stopwatch()
+  with watch.stage("load"):
+    raw = load.load_volume(image_path)
+    _check_field_of_view(image_path, raw)
+    anomaly_raw = (load.load_mask(anomaly_mask_path, raw, image_path)
+                   if anomaly_mask_path else None)
+    if config.brain_mask == "given" and not brain_mask_path:
+      raise InputFileError(image_path, "config asks for a given brain mask but none was found")
+    use_given = bool(brain_mask_path) and config.brain_mask in ("given", "auto")
+    brain_raw = load.load_mask(brain_mask_path, raw, image_path) if use_given else None
 
-  working = _working_image(raw, config, brain_raw, notes)
-  if config.registration == "affine":
-    template_to_scan = _register(image_path, working, config)
-  elif config.registration == "none":
-    template_to_scan = np.eye(4)
-  else:
-    raise ValueError(f"registration must be 'affine' or 'none', got {config.registration!r}")
+  working = _working_image(raw, config, brain_raw, notes, watch)
+  with watch.stage("registration"):
+    if config.registration == "affine":
+      template_to_scan = _register(image_path, working, config)
+    elif config.registration == "none":
+      template_to_scan = np.eye(4)
+    else:
+      raise ValueError(f"registration must be 'affine' or 'none', got {config.registration!r}")
 
+  prepared = _on_output_grid(image_path, raw, working, template_to_scan, brain_raw,
+                             anomaly_raw, config, extra_images, notes, watch)
+  return dataclasses.replace(prepared, timings=watch.seconds)
+
+
+def _on_output_grid(image_path, raw, working, template_to_scan, brain_raw, anomaly_raw,
+                    config: PrepConfig, extra_images, notes, watch) -> Preprocessed:
+  """The registered scan, its masks and QC on the output grid, normalised."""
   g = grid.output_grid(config.resolution)
-  data, working_affine = orient.from_sitk(working)
-  image = resample.resample_grid(data, working_affine, g.shape, g.affine, template_to_scan)
-  # Voxels the scan covers: partial-coverage scans (thick-slice 2D stacks) leave the template
-  # brain partly outside their field of view, where there is no image to learn or score.
-  in_view = resample.resample_grid(np.ones(data.shape, np.float32), working_affine, g.shape,
-                                   g.affine, template_to_scan, antialias=False) > 0.99
-  template_brain = np.array(grid.template_brain_mask(config.resolution))
-  # Nothing was registered with registration="none" (the scan is declared in template space).
-  registration_qc = (qc.measure(template_to_scan, template_brain, in_view, image,
-                                qc.background_level(working))
-                     if config.registration == "affine" else None)
-  if brain_raw is not None:
-    brain = resample.resample_grid((brain_raw.get_fdata() > 0).astype(np.float32),
-                                   raw.affine, g.shape, g.affine, template_to_scan) > 0.5
-  else:
-    brain = template_brain
-  if config.brain_within_view:
-    brain &= in_view
-  if not brain.any():
-    raise InputFileError(image_path, "brain mask is empty on the output grid")
-  if anomaly_raw is not None:
-    anomaly = resample.resample_grid((anomaly_raw.get_fdata() > 0).astype(np.float32),
+  with watch.stage("to output grid, masks, QC"):
+    data, working_affine = orient.from_sitk(working)
+    image = resample.resample_grid(data, working_affine, g.shape, g.affine, template_to_scan)
+    # Voxels the scan covers: partial-coverage scans (thick-slice 2D stacks) leave the template
+    # brain partly outside their field of view, where there is no image to learn or score.
+    in_view = resample.resample_grid(np.ones(data.shape, np.float32), working_affine, g.shape,
+                                     g.affine, template_to_scan, antialias=False) > 0.99
+    template_brain = np.array(grid.template_brain_mask(config.resolution))
+    # Nothing was registered with registration="none" (the scan is declared in template space).
+    registration_qc = (qc.measure(template_to_scan, template_brain, in_view, image,
+                                  qc.background_level(working))
+                       if config.registration == "affine" else None)
+    if brain_raw is not None:
+      brain = resample.resample_grid((brain_raw.get_fdata() > 0).astype(np.float32),
                                      raw.affine, g.shape, g.affine, template_to_scan) > 0.5
-    anomaly &= brain
-  else:
-    anomaly = np.zeros(g.shape, bool)
-  image = _normalized(image, brain, config)
+    else:
+      brain = template_brain
+    if config.brain_within_view:
+      brain &= in_view
+    if not brain.any():
+      raise InputFileError(image_path, "brain mask is empty on the output grid")
+    if anomaly_raw is not None:
+      anomaly = resample.resample_grid((anomaly_raw.get_fdata() > 0).astype(np.float32),
+                                       raw.affine, g.shape, g.affine, template_to_scan) > 0.5
+      anomaly &= brain
+    else:
+      anomaly = np.zeros(g.shape, bool)
+    image = _normalized(image, brain, config)
   extra = np.zeros((*g.shape, 0), np.float32)
   if extra_images:
-    extra = np.stack([
-        _extra_channel(path, raw, config, brain_raw, brain, template_to_scan, g, notes)
-        for path in extra_images], axis=-1)
+    with watch.stage("extra modalities"):
+      extra = np.stack([
+          _extra_channel(path, raw, config, brain_raw, brain, template_to_scan, g, notes)
+          for path in extra_images], axis=-1)
 
   keep = grid.select_slices(config.resolution, config.slices, config.min_brain_fraction)
   record = VolumeRecord(
@@ -148,13 +174,18 @@ def preprocess(image_path, config: PrepConfig, anomaly_mask_path=None,
                       extra=extra[:, :, keep].astype(np.float32), scan=raw)
 
 
-def _working_image(raw, config: PrepConfig, brain_raw, notes: list) -> sitk.Image:
+def _working_image(raw, config: PrepConfig, brain_raw, notes: list,
+                   watch: timing.Stopwatch | None = None) -> sitk.Image:
   """The scan in RAS, at the working spacing, bias-corrected: what is registered and sampled."""
-  img = orient.to_ras(raw)
-  working = orient.to_sitk(img.get_fdata(dtype=np.float32), img.affine)
-  if config.resample and config.target_spacing_mm > 0:
-    working = resample.to_spacing(working, config.target_spacing_mm)
-  if config.n4:
+  watch = watch or timing.Stopwatch()
+  with watch.stage("reorient, resample"):
+    img = orient.to_ras(raw)
+    working = orient.to_sitk(img.get_fdata(dtype=np.float32), img.affine)
+    if config.resample and config.target_spacing_mm > 0:
+      working = resample.to_spacing(working, config.target_spacing_mm)
+  if not config.n4:
+    return working
+  with watch.stage("N4 bias correction"):
     n4_mask = None
     if brain_raw is not None:
       brain_ras = orient.to_ras(brain_raw)

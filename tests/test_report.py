@@ -71,3 +71,12 @@ def test_predict_writes_a_report_whose_lesions_add_up_to_the_prediction(vae_smok
   np.testing.assert_allclose(content["total_lesion_volume_ml"], flagged * voxel_ml, rtol=1e-6)
   sizes = [c["voxels"] for c in content["lesions"]]
   assert sizes == sorted(sizes, reverse=True)
+  # Where the seconds went, by stage: preprocessing's own stages, then predict's.
+  seconds = content["seconds"]
+  assert set(seconds) == {"preprocess_stages", "preprocess", "score", "write NIfTI",
+                          "report, overlay PNG"}
+  stages = seconds["preprocess_stages"]
+  assert {"load", "N4 bias correction", "registration", "to output grid, masks, QC"} <= set(stages)
+  assert all(v >= 0 for v in stages.values())
+  # The preprocessing stages are timed inside the whole "preprocess" stage.
+  assert sum(stages.values()) <= seconds["preprocess"] + 1e-2
