@@ -1,4 +1,4 @@
-"""PyTorch twin of the default AE and VAE, for the training-throughput comparison.
+"""PyTorch twins of the default AE and VAE and of the denoising U-Net, for the training benchmark.
 
 The speed claim is only meaningful against the network a user would otherwise
 write in PyTorch, so the twin mirrors `brainseg_jax.models.layers` layer by layer:
@@ -89,6 +89,78 @@ class VariationalAutoEncoder(AutoEncoder):
     return self.decode(z), mean, log_var
 
 
+class StandardizedConv2d(nn.Conv2d):
+  """Twin of `models.unet.StandardizedConv`: the kernel standardised per output feature."""
+
+  def forward(self, x):
+    w = self.weight
+    mean = w.mean(dim=(1, 2, 3), keepdim=True)
+    std = w.std(dim=(1, 2, 3), keepdim=True, unbiased=False) + 1e-5
+    return F.conv2d(x, (w - mean) / std, self.bias, padding=self.padding)
+
+
+class ConvPair(nn.Module):
+  """Twin of `models.unet.ConvPair`: twice (standardised 3x3 conv, swish, group norm)."""
+
+  def __init__(self, inputs, features, groups):
+    super().__init__()
+    self.convs = nn.ModuleList([StandardizedConv2d(inputs, features, 3, padding=1),
+                                StandardizedConv2d(features, features, 3, padding=1)])
+    self.norms = nn.ModuleList([nn.GroupNorm(groups, features, eps=1e-6) for _ in range(2)])
+
+  def forward(self, x):
+    for conv, norm in zip(self.convs, self.norms, strict=True):
+      x = norm(F.silu(conv(x)))
+    return x
+
+
+class UNet(nn.Module):
+  """Twin of `models.unet.UNet`: avg-pool down, nearest resize + conv up, skips concatenated."""
+
+  def __init__(self, base_width, levels, groups, channels=1):
+    super().__init__()
+    widths = [base_width * 2 ** level for level in range(levels)]
+    self.down = nn.ModuleList(ConvPair(i, o, groups)
+                              for i, o in zip([channels, *widths[:-1]], widths, strict=True))
+    self.up_convs = nn.ModuleList(StandardizedConv2d(widths[i + 1], widths[i], 3, padding=1)
+                                  for i in reversed(range(levels - 1)))
+    self.up_pairs = nn.ModuleList(ConvPair(2 * widths[i], widths[i], groups)
+                                  for i in reversed(range(levels - 1)))
+    self.out = nn.Conv2d(widths[0], channels, 1)
+
+  def forward(self, x):
+    skips = []
+    for level, pair in enumerate(self.down):
+      if level:
+        x = F.avg_pool2d(x, 2)
+      x = pair(x)
+      skips.append(x)
+    for conv, pair, skip in zip(self.up_convs, self.up_pairs, reversed(skips[:-1]), strict=True):
+      x = conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+      x = pair(torch.cat([x, skip], dim=1))
+    return self.out(x)
+
+
+def shifted_coarse_noise(shape, noise_std, noise_resolution):
+  """As `models.unet_dae.shifted_coarse_noise`: Gaussian noise on a coarse grid, bilinearly
+  upsampled, a window at a random offset per slice (NCHW)."""
+  b, c, h, w = shape
+  cell_h, cell_w = -(-h // noise_resolution), -(-w // noise_resolution)
+  grid = torch.randn(b, c, noise_resolution + 1, noise_resolution + 1) * noise_std
+  noise = F.interpolate(grid, size=(h + cell_h, w + cell_w), mode="bilinear",
+                        align_corners=False)
+  rows, cols = torch.randint(0, cell_h, (b,)), torch.randint(0, cell_w, (b,))
+  return torch.stack([noise[i, :, r:r + h, q:q + w]
+                      for i, (r, q) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True))])
+
+
+def unet_dae_loss(module, images, brain_mask, noise_std, noise_resolution):
+  """As `models.unet_dae.loss_fn`: the slice noised inside its brain, squared error there."""
+  noise = shifted_coarse_noise(images.shape, noise_std, noise_resolution)
+  recon = module(images + torch.where(brain_mask, noise, 0.0))
+  return torch.where(brain_mask, torch.square(recon - images), 0.0).mean()
+
+
 def ae_loss(module, images):
   """Mean over the batch of the per-slice sum of squared errors (as `models.ae.loss_fn`)."""
   return torch.square(module(images) - images).sum(dim=(1, 2, 3)).mean()
@@ -116,28 +188,36 @@ def warmup_cosine(config):
 
 
 def create(config, foreach=True):
-  """(module, train_step) for an experiment config; train_step(images NCHW) -> loss tensor.
+  """(module, train_step) for an experiment config; train_step(images NCHW, brain mask NCHW)
+  -> loss tensor (the autoencoders ignore the mask, as their JAX losses do).
 
   `foreach=True` is PyTorch's multi-tensor Adam, its fastest eager optimiser on
   CPU: the twin gets the best settings a PyTorch user would pick.
   """
-  channels, latent = tuple(config.model.channels), config.model.latent_dim
   resolution = config.dataset.resolution
-  if config.model.name == "ae":
+  if config.model.name == "unet_dae":
+    m = config.model
+    module = UNet(m.base_width, m.levels, m.norm_groups)
+    loss_fn = lambda mod, x, brain: unet_dae_loss(mod, x, brain, m.noise_std, m.noise_resolution)
+  elif config.model.name == "ae":
+    channels, latent = tuple(config.model.channels), config.model.latent_dim
     module = AutoEncoder(channels, latent, resolution)
-    loss_fn = ae_loss
+    loss_fn = lambda mod, x, brain: ae_loss(mod, x)
   elif config.model.name == "vae":
+    channels, latent = tuple(config.model.channels), config.model.latent_dim
     module = VariationalAutoEncoder(channels, latent, resolution)
-    loss_fn = lambda m, x: vae_loss(m, x, config.model.kl_weight)
+    loss_fn = lambda mod, x, brain: vae_loss(mod, x, config.model.kl_weight)
   else:
     raise ValueError(f"no PyTorch twin for model {config.model.name!r}")
+  # Adam, or AMSGrad, with L2 weight decay added to the gradient (make_optimizer's chain).
   optimizer = torch.optim.Adam(module.parameters(), lr=config.learning_rate, eps=1e-8,
-                               foreach=foreach)
+                               amsgrad=config.optimizer == "amsgrad",
+                               weight_decay=config.weight_decay, foreach=foreach)
   schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config))
 
-  def train_step(images):
+  def train_step(images, brain_mask=None):
     optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(module, images)
+    loss = loss_fn(module, images, brain_mask)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip_norm, foreach=foreach)
     optimizer.step()
@@ -151,11 +231,32 @@ def num_parameters(module) -> int:
   return sum(p.numel() for p in module.parameters())
 
 
+def _load_conv(torch_conv, flax_conv):
+  torch_conv.weight.data = torch.tensor(flax_conv["kernel"]).permute(3, 2, 0, 1).contiguous()
+  torch_conv.bias.data = torch.tensor(flax_conv["bias"])
+
+
+def load_flax_unet_params(module, params):
+  """Copies the Flax U-Net's parameters into the twin."""
+  def pair(torch_pair, flax_pair):
+    for i in range(2):
+      _load_conv(torch_pair.convs[i], flax_pair[f"StandardizedConv_{i}"])
+      torch_pair.norms[i].weight.data = torch.tensor(flax_pair[f"GroupNorm_{i}"]["scale"])
+      torch_pair.norms[i].bias.data = torch.tensor(flax_pair[f"GroupNorm_{i}"]["bias"])
+
+  for i, p in enumerate(module.down):
+    pair(p, params[f"ConvPair_{i}"])
+  for i, (conv, p) in enumerate(zip(module.up_convs, module.up_pairs, strict=True)):
+    _load_conv(conv, params[f"Up_{i}"]["StandardizedConv_0"])
+    pair(p, params[f"Up_{i}"]["ConvPair_0"])
+  _load_conv(module.out, params["Conv_0"])
+
+
 def load_flax_params(module, params):
   """Copies Flax parameters into the twin (HWIO -> OIHW, (in, out) -> (out, in))."""
-  def conv(torch_conv, flax_conv):
-    torch_conv.weight.data = torch.tensor(flax_conv["kernel"]).permute(3, 2, 0, 1).contiguous()
-    torch_conv.bias.data = torch.tensor(flax_conv["bias"])
+  if isinstance(module, UNet):
+    return load_flax_unet_params(module, params)
+  conv = _load_conv
 
   def dense(torch_linear, flax_dense):
     torch_linear.weight.data = torch.tensor(flax_dense["kernel"]).T.contiguous()

@@ -35,6 +35,8 @@ sys.path.insert(0, ROOT)
 
 from absl import app, flags  # noqa: E402
 
+from bench import benchmark_report  # noqa: E402
+
 flags.DEFINE_integer("repeats", 5, "Timed windows per framework and model (medians reported).")
 flags.DEFINE_integer("window_steps", 3, "Train steps per timed window.")
 flags.DEFINE_integer("warmup_steps", 2, "Untimed steps after compilation.")
@@ -54,21 +56,21 @@ flags.DEFINE_bool("channels_last", False, "PyTorch worker: channels-last memory 
 flags.DEFINE_integer("threads", 2, "PyTorch worker: intra-op threads (one per core).")
 FLAGS = flags.FLAGS
 
-MODELS = ("ae", "vae")
+MODELS = benchmark_report.MODELS
 GEMM_SIZE = 2048
 _REPLY = "@@BENCH@@"
 
 
 def _config(name):
-  from configs import ae, vae
-  return (ae if name == "ae" else vae).get_config()
+  from configs import ae, unet_dae, vae
+  return {"ae": ae, "vae": vae, "unet_dae": unet_dae}[name].get_config()
 
 
 def _synthetic_batch(config):
   """A training batch of random images (the PyTorch twin gets the same images, NCHW).
 
-  The brain mask is a centred disc; AE and VAE ignore it, so both frameworks do
-  the same work.
+  The brain mask is a centred disc: the U-Net adds its noise and counts its loss
+  inside it (AE and VAE ignore it); both frameworks get the same mask.
   """
   import numpy as np
   size = config.dataset.resolution
@@ -258,9 +260,14 @@ def _loss(config, params, batch):
 
   import jax
 
-  from brainseg_jax.models import ae, layers, vae
-  architecture = layers.Architecture.from_config(config.model)
+  from brainseg_jax.models import ae, layers, unet, unet_dae, vae
   rng = jax.random.fold_in(jax.random.key(config.seed), 0)
+  if config.model.name == "unet_dae":
+    m = config.model
+    fn = functools.partial(unet_dae.loss_fn, unet.UNet(unet.UNetArchitecture.from_config(m)),
+                           noise_std=m.noise_std, noise_resolution=m.noise_resolution)
+    return fn(params, batch, rng)[0]
+  architecture = layers.Architecture.from_config(config.model)
   if config.model.name == "ae":
     fn = functools.partial(ae.loss_fn, ae.AutoEncoder(architecture))
   else:
@@ -286,20 +293,23 @@ class TorchWorker:
     from bench import torch_twin
     config = _config(name)
     module, step = torch_twin.create(config)
-    # The JAX worker's images, NCHW.
-    images = self.torch.tensor(_synthetic_batch(config)["image"]).permute(0, 3, 1, 2).contiguous()
+    # The JAX worker's images and brain masks, NCHW.
+    batch = _synthetic_batch(config)
+    images, brain = (self.torch.tensor(batch[k]).permute(0, 3, 1, 2).contiguous()
+                     for k in ("image", "brain_mask"))
     if FLAGS.channels_last:
       module = module.to(memory_format=self.torch.channels_last)
       images = images.contiguous(memory_format=self.torch.channels_last)
+      brain = brain.contiguous(memory_format=self.torch.channels_last)
     start = time.perf_counter()
-    step(images)
+    step(images, brain)
     first = time.perf_counter() - start
     times = []
     for _ in range(FLAGS.warmup_steps):
       start = time.perf_counter()
-      step(images)
+      step(images, brain)
       times.append(time.perf_counter() - start)
-    self.models[name] = dict(step=step, images=images)
+    self.models[name] = dict(step=step, images=images, brain=brain)
     return dict(params=torch_twin.num_parameters(module), first_call=first,
                 warm_step=statistics.median(times), batch=config.batch_size)
 
@@ -307,7 +317,7 @@ class TorchWorker:
     m = self.models[name]
     start = time.perf_counter()
     for _ in range(steps):
-      loss = m["step"](m["images"])
+      loss = m["step"](m["images"], m["brain"])
     return dict(seconds=time.perf_counter() - start, loss=float(loss))
 
   def gemm(self):
@@ -495,7 +505,6 @@ def main(argv):
   if FLAGS.worker:
     _serve()
     return
-  from bench import benchmark_report
   if FLAGS.render_only:
     with open(FLAGS.results) as f:
       results = json.load(f)

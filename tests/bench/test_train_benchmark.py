@@ -12,6 +12,7 @@ import pytest
 
 from brainseg_jax.models import create_model, create_train_state
 from configs import ae as ae_config
+from configs import unet_dae as unet_dae_config
 from configs import vae as vae_config
 
 torch = pytest.importorskip("torch", reason="bench-only dependency: bench/requirements.txt")
@@ -35,6 +36,40 @@ def test_twin_is_the_same_network_as_the_default_model(config_module):
     # reconstruct() decodes the VAE's posterior mean: no sampling.
     out = module(x, sample=False)[0] if config.model.name == "vae" else module(x)
   np.testing.assert_allclose(out.permute(0, 2, 3, 1).numpy(), expected, atol=1e-5)
+
+
+def test_unet_twin_is_the_same_network_as_the_denoising_unet():
+  config = unet_dae_config.get_config()
+  config.dataset.resolution = 64
+  model = create_model(config)
+  state = create_train_state(model, config)
+  # Non-trivial group norm parameters, so a swapped scale/bias would show.
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, x: x + 0.1 * np.random.default_rng(len(path)).standard_normal(x.shape)
+      .astype(x.dtype) if "GroupNorm" in jax.tree_util.keystr(path) else x, state.params)
+  state = state.replace(params=params)
+  module, _ = torch_twin.create(config)
+  assert torch_twin.num_parameters(module) == sum(x.size for x in jax.tree.leaves(params))
+  torch_twin.load_flax_params(module, params)
+  images = np.random.default_rng(0).random((2, 64, 64, 1), np.float32)
+  expected = np.asarray(model.reconstruct(state, images))
+  with torch.no_grad():
+    out = module(torch.tensor(images).permute(0, 3, 1, 2))
+  np.testing.assert_allclose(out.permute(0, 2, 3, 1).numpy(), expected, atol=1e-4)
+
+
+def test_unet_twin_noise_is_coarse_and_its_masked_step_runs():
+  config = unet_dae_config.get_config("smoke")
+  config.dataset.resolution = 32
+  torch.manual_seed(0)
+  noise = torch_twin.shifted_coarse_noise((4, 1, 32, 32), 0.2, 16)
+  assert noise.shape == (4, 1, 32, 32)
+  assert 0.1 < float(noise.std()) < 0.3
+  module, step = torch_twin.create(config)
+  images = torch.rand(4, 1, 32, 32)
+  brain = torch.zeros(4, 1, 32, 32, dtype=torch.bool)
+  brain[..., 8:24, 8:24] = True
+  assert torch.isfinite(step(images, brain))
 
 
 def test_twin_train_step_lowers_the_loss():
