@@ -21,6 +21,7 @@ import numpy as np
 from absl import flags, logging
 
 from brainseg_jax import cli, metrics, predict, thresholds
+from brainseg_jax.errors import UserError
 
 FLAGS = flags.FLAGS
 
@@ -31,6 +32,10 @@ def calibrate(workdir: str, healthy: str, name: str, registration: str = "affine
   paths = predict.scan_paths(healthy)
   thresholds.calibration_path(workdir, name)  # a bad name fails before any scan is read
   scan_scorer = predict.ScanScorer(workdir, registration, n4)
+  if len(scan_scorer.channels) > 1:
+    raise UserError(f"the model in {workdir} takes {len(scan_scorer.channels)} modalities as "
+                    "channels; calibrate reads one scan per subject and supports "
+                    "single-modality models only so far")
 
   def brain_scores(path):
     _, volume, _, anomaly = scan_scorer(path)

@@ -74,11 +74,7 @@ class ScanScorer:
     from data_prep.config import PrepConfig
 
     self.config = checkpoints.saved_config(workdir)
-    channels = schema.modalities(self.config.dataset)
-    if len(channels) > 1:
-      raise UserError(f"the model in {workdir} takes {len(channels)} modalities as channels "
-                      f"({', '.join(channels)}); predict reads one scan and supports "
-                      "single-modality models only so far")
+    self.channels = schema.modalities(self.config.dataset)
     self.model = create_model(self.config)
     state, _ = checkpoints.restore_trained(self.config, workdir, self.model)
     self.scorer = scoring.scorer_for(self.model, self.config)
@@ -88,21 +84,36 @@ class ScanScorer:
                            modality=self.config.dataset.modality, registration=registration,
                            n4=n4)
 
-  def __call__(self, scan_path: str, brain_mask_path: str | None = None):
+  def __call__(self, scan_path: str, brain_mask_path: str | None = None, extra_paths=()):
     """(preprocessed scan, slices as a Volume, reconstruction, anomaly map) of one scan."""
-    prepared = self.preprocess(scan_path, brain_mask_path)
+    prepared = self.preprocess(scan_path, brain_mask_path, extra_paths)
     return (prepared, *self.score(prepared))
 
-  def preprocess(self, scan_path: str, brain_mask_path: str | None = None):
-    """The scan through the training data's preprocessing (`data_prep.pipeline.Preprocessed`)."""
+  def preprocess(self, scan_path: str, brain_mask_path: str | None = None, extra_paths=()):
+    """The scan through the training data's preprocessing (`data_prep.pipeline.Preprocessed`).
+
+    A model of several modalities needs the session's other scans too
+    (`extra_paths`, in the order of its channels after the first): they go
+    through the first scan's registration, as in the training data.
+    """
     from data_prep import pipeline
 
-    return pipeline.preprocess(scan_path, self.prep, brain_mask_path=brain_mask_path)
+    extra_paths = tuple(extra_paths)
+    if len(extra_paths) != len(self.channels) - 1:
+      wanted = ", ".join(self.channels[1:]) or "none"
+      raise UserError(f"the model takes {len(self.channels)} modalities as channels "
+                      f"({', '.join(self.channels)}): {scan_path} needs "
+                      f"{len(self.channels) - 1} further scan(s) of the same session "
+                      f"(--extra_inputs, in this order: {wanted}), got {len(extra_paths)}")
+    return pipeline.preprocess(scan_path, self.prep, brain_mask_path=brain_mask_path,
+                               extra_images=extra_paths)
 
   def score(self, prepared):
     """(slices as a Volume, reconstruction, anomaly map) of a preprocessed scan."""
     as_slices = lambda a: np.moveaxis(a, -1, 0)[..., None]  # (x, y, z) -> (z, x, y, 1)
     image, brain = as_slices(prepared.image), as_slices(prepared.brain_mask).astype(bool)
+    if prepared.extra is not None and prepared.extra.shape[-1]:  # further modalities: channels
+      image = np.concatenate([image, np.moveaxis(prepared.extra, 2, 0)], axis=-1)
     if self.standard is not None:  # onto the intensity scale the model was trained on
       image = standardize.apply(image, brain, self.standard)
     volume = Volume(os.path.basename(prepared.record.source_file), "unknown", image, brain,
@@ -122,12 +133,13 @@ class Predictor:
                       else thresholds.from_model(workdir))
     self.scan_scorer = ScanScorer(workdir, registration, n4)
 
-  def __call__(self, scan_path: str, output_dir: str, brain_mask_path: str | None = None):
+  def __call__(self, scan_path: str, output_dir: str, brain_mask_path: str | None = None,
+               extra_paths=()):
     from data_prep import pipeline, timing
 
     watch = timing.Stopwatch()
     with watch.stage("preprocess"):
-      prepared = self.scan_scorer.preprocess(scan_path, brain_mask_path)
+      prepared = self.scan_scorer.preprocess(scan_path, brain_mask_path, extra_paths)
     with watch.stage("score"):
       volume, recon, anomaly = self.scan_scorer.score(prepared)
       post = self.scan_scorer.config.eval.postprocess
@@ -181,15 +193,24 @@ def _stem(path: str) -> str:
 
 def predict(workdir: str, input_path: str, output_dir: str, brain_mask: str | None = None,
             registration: str = "affine", n4: bool = True,
-            calibration: str | None = None) -> dict[str, dict]:
-  """Maps for a scan, or for every scan of a folder: one that fails is logged and skipped."""
+            calibration: str | None = None, extra_inputs=()) -> dict[str, dict]:
+  """Maps for a scan, or for every scan of a folder: one that fails is logged and skipped.
+
+  `extra_inputs`: the session's further modalities, for a model of several
+  channels (a single --input scan only).
+  """
   paths = scan_paths(input_path)
   if brain_mask and len(paths) > 1:
     raise UserError("--brain_mask goes with a single --input scan, not a folder")
+  if extra_inputs and len(paths) > 1:
+    raise UserError("--extra_inputs go with a single --input scan, not a folder")
+  for path in extra_inputs:
+    if not os.path.isfile(path):
+      raise UserError(f"extra input {path} does not exist")
   output_dir = workdir_lib.ensure_writable(output_dir, "--output_dir")
   predictor = Predictor(workdir, registration, n4, calibration)
   if os.path.isfile(input_path):  # one scan: its error is the command's one line
-    return {input_path: predictor(input_path, output_dir, brain_mask)}
+    return {input_path: predictor(input_path, output_dir, brain_mask, extra_inputs)}
   results, _ = for_each_scan(paths, lambda path: predictor(path, output_dir, brain_mask))
   return results
 
@@ -217,6 +238,9 @@ def main():
   flags.DEFINE_string("input", None, "A NIfTI scan, or a folder of them (*.nii, *.nii.gz).")
   flags.DEFINE_string("brain_mask", None, "Brain mask of a single --input scan; by default the "
                       "template's, carried through the registration.")
+  flags.DEFINE_list("extra_inputs", [], "For a model of several modalities: the session's "
+                    "further scans of a single --input, in the order of the model's channels "
+                    "after the first (e.g. T1,T1c for a FLAIR+T1+T1c model).")
   flags.DEFINE_string("output_dir", None, "Where the maps go (created).")
   flags.DEFINE_enum("registration", "affine", ["affine", "none"], "'none' for scans already "
                     "in MNI152 space at the training grid.")
@@ -228,7 +252,7 @@ def main():
   def command():
     cli.require_flags("workdir", "input", "output_dir")
     predict(FLAGS.workdir, FLAGS.input, FLAGS.output_dir, FLAGS.brain_mask, FLAGS.registration,
-            FLAGS.n4, FLAGS.calibration)
+            FLAGS.n4, FLAGS.calibration, tuple(FLAGS.extra_inputs))
 
   cli.run(command)
 

@@ -5,8 +5,9 @@ import shutil
 
 import pytest
 
-from brainseg_jax import calibrate, thresholds
+from brainseg_jax import calibrate, checkpoints, thresholds
 from brainseg_jax.errors import UserError
+from configs import threshold as threshold_config
 from data_prep import load
 from tests.conftest import run
 
@@ -71,3 +72,14 @@ def test_bad_healthy_folders_end_with_one_line_naming_the_file(vae_smoke_run, tm
   lines = result.stderr.strip().splitlines()
   assert message in lines[-1] and lines[-1].startswith("error:"), result.stderr
   assert "Traceback" not in result.stderr
+
+
+def test_a_model_of_several_modalities_is_refused_in_one_line(tmp_path):
+  """calibrate reads one scan per subject; a FLAIR+T1+T1c model needs three: said up front."""
+  config = threshold_config.get_config()
+  config.dataset.modalities = ("flair", "t1", "t1c")
+  (tmp_path / checkpoints.EVALUATED_CONFIG_FILE).write_text(json.dumps(config.to_dict()))
+  (tmp_path / "healthy").mkdir()
+  (tmp_path / "healthy" / "scan.nii.gz").write_bytes(b"")
+  with pytest.raises(UserError, match="takes 3 modalities as channels"):
+    calibrate.calibrate(str(tmp_path), str(tmp_path / "healthy"), "site")

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from brainseg_jax import checkpoints, predict
-from brainseg_jax.errors import UserError
 from configs import threshold as threshold_config
 from tests.conftest import run
 
@@ -149,10 +148,45 @@ def test_a_single_bad_scan_is_exactly_one_line(vae_smoke_run, tmp_path):
       "be at least 40 mm)"], result.stderr
 
 
-def test_a_model_of_several_modalities_is_refused_in_one_line(tmp_path):
-  """predict reads one scan; a FLAIR+T1+T1c model would need three: said before any work."""
-  config = threshold_config.get_config()
+def _three_channel_baseline(workdir, threshold=0.5):
+  """An intensity baseline on FLAIR+T1+T1c, as evaluation leaves it (config and threshold)."""
+  config = threshold_config.get_config("smoke")
   config.dataset.modalities = ("flair", "t1", "t1c")
-  (tmp_path / checkpoints.EVALUATED_CONFIG_FILE).write_text(json.dumps(config.to_dict()))
-  with pytest.raises(UserError, match="takes 3 modalities as channels"):
-    predict.ScanScorer(str(tmp_path))
+  workdir.mkdir()
+  (workdir / checkpoints.EVALUATED_CONFIG_FILE).write_text(json.dumps(config.to_dict()))
+  protocol = {"threshold": threshold, "healthy_fpr": 0.01, "threshold_source": "test"}
+  (workdir / "metrics.json").write_text(json.dumps({"protocol": protocol}))
+  return workdir
+
+
+def _session(sample_data_dir):
+  case = sample_data_dir / "tcga_glioma" / "TCGA-DU-7294"
+  return [case / f"TCGA-DU-7294_{m}_bet_normalized.nii.gz" for m in ("fla", "t1", "t1c")]
+
+
+def test_a_model_of_several_modalities_needs_the_sessions_other_scans(tmp_path, sample_data_dir):
+  workdir = _three_channel_baseline(tmp_path / "run")
+  flair, t1, t1c = _session(sample_data_dir)
+  result = _predict(workdir, flair, tmp_path / "out", check=False)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
+  assert "needs 2 further scan(s)" in result.stderr and "t1, t1c" in result.stderr
+  run(["-m", "brainseg_jax.predict", f"--workdir={workdir}", f"--input={flair}",
+       f"--extra_inputs={t1},{t1c}", f"--output_dir={tmp_path / 'out'}"], None)
+  report = json.loads((tmp_path / "out" / "TCGA-DU-7294_fla_bet_normalized_report.json")
+                      .read_text())
+  assert report["threshold"] == 0.5 and report["brain_fraction_flagged"] > 0
+
+
+def test_several_modalities_are_the_channels_of_one_map(tmp_path, sample_data_dir):
+  """Channel 0 is the FLAIR as a FLAIR-only model sees it; the map averages all channels."""
+  from data_prep import pipeline
+  scorer = predict.ScanScorer(str(_three_channel_baseline(tmp_path / "run")))
+  flair, t1, t1c = _session(sample_data_dir)
+  prepared, volume, _, anomaly = scorer(str(flair), None, (str(t1), str(t1c)))
+  assert volume.image.shape[-1] == 3
+  alone = pipeline.preprocess(flair, scorer.prep)
+  np.testing.assert_array_equal(volume.image[..., 0], np.moveaxis(alone.image, -1, 0))
+  assert not np.allclose(volume.image[..., 0], volume.image[..., 1])  # T1 is not FLAIR
+  brain = volume.brain_mask[..., 0]
+  np.testing.assert_allclose(anomaly[brain], np.abs(volume.image).mean(-1)[brain], atol=1e-6)
