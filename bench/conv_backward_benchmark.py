@@ -15,6 +15,10 @@ every 3x3 convolution shape of the AE/VAE (128x128, batch 32 over 4 devices:
 Each variant is checked against XLA's gradient, jitted, and timed as the median
 of --repeats calls, the variants of one shape interleaved so they share the
 machine's load. One device (this process's default), float32.
+
+A second table times forward + both gradients in bfloat16 against float32, and a
+2048^2 GEMM in each: whether XLA:CPU turns this CPU's AVX512-BF16 into speed,
+the precondition for a mixed-precision switch.
 """
 
 import argparse
@@ -149,6 +153,39 @@ def measure(shape, repeats):
   return {name: statistics.median(t) for name, t in times.items()}, flops
 
 
+def _median_seconds(fn, args, repeats):
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def precision_rows(repeats):
+  """(label, float32 ms, bfloat16 ms) of forward + both gradients per shape, then a GEMM."""
+  rows = []
+  for name, n, size, cin, cout, stride in SHAPES:
+    timed = {}
+    for dtype in (jnp.float32, jnp.bfloat16):
+      x = jax.random.normal(jax.random.key(0), (n, size, size, cin)).astype(dtype)
+      w = (0.1 * jax.random.normal(jax.random.key(1), (3, 3, cin, cout))).astype(dtype)
+
+      def forward_backward(x, w, stride=stride):
+        y, vjp = jax.vjp(lambda a, b: forward(a, b, stride), x, w)
+        return vjp(y)
+
+      timed[dtype] = _median_seconds(jax.jit(forward_backward), (x, w), repeats)
+    rows.append((name, 1e3 * timed[jnp.float32], 1e3 * timed[jnp.bfloat16]))
+  for dtype in (jnp.float32, jnp.bfloat16):
+    a = jnp.ones((2048, 2048), dtype)
+    seconds = _median_seconds(jax.jit(jnp.dot), (a, a), repeats)
+    rows.append((f"GEMM 2048^2, GFLOP/s ({jnp.dtype(dtype).name})", 2 * 2048 ** 3 / seconds / 1e9,
+                 None))
+  return rows
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--repeats", type=int, default=15)
@@ -169,6 +206,13 @@ def main():
     lines.append(f"| {name} ({n}, {size}, {cin} -> {cout}, {stride}) | " + " | ".join(cells)
                  + f" | {1e3 * ms[rewrite]:.1f} ({rewrite[3:]}) |")
     print(lines[-1], flush=True)
+  lines += ["", "Forward + both gradients, float32 against bfloat16 (ms), and the GEMM rate:", "",
+            "| layer | float32 | bfloat16 | bfloat16 / float32 |", "|---|---:|---:|---:|"]
+  for label, f32, bf16 in precision_rows(args.repeats):
+    if bf16 is None:
+      lines.append(f"| {label} | {f32:.0f} | | |")
+    else:
+      lines.append(f"| {label} | {f32:.1f} | {bf16:.1f} | {bf16 / f32:.2f}x |")
   text = "\n".join(lines) + "\n"
   print(text)
   if args.output:
