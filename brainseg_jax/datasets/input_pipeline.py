@@ -74,6 +74,21 @@ def get_builder(dataset_config: ml_collections.ConfigDict) -> tfds.core.DatasetB
   return builder
 
 
+def split_source(builder: tfds.core.DatasetBuilder, split: str):
+  """The random-access source of one split; a split the build left empty is a one-line error.
+
+  A split is empty when every subject hashed into it was left out (registration
+  QC, a missing mask): without this check TFDS stops deep inside with "Unknown
+  split".
+  """
+  if split not in builder.info.splits:
+    raise UserError(f"dataset {builder.name}/{builder.builder_config.name} in {builder.data_dir} "
+                    f"has no {split!r} split (it has {', '.join(sorted(builder.info.splits))}): "
+                    "every subject of that split was left out at build time; the build log and "
+                    "its qc_*.csv say why")
+  return builder.as_data_source(split=split)
+
+
 def _download_config(builder, dataset_config) -> tfds.download.DownloadConfig | None:
   """The manual download folder of datasets that need one, checked before a long build."""
   instructions = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
@@ -196,7 +211,7 @@ def subject_brain_values(source, healthy_only: bool) -> dict[str, np.ndarray]:
 
 def fit_standard_scale(builder, split: str = "train") -> standardize.StandardScale:
   """The Nyúl standard scale of the training subjects' healthy brain voxels."""
-  brains = subject_brain_values(builder.as_data_source(split=split), healthy_only=True)
+  brains = subject_brain_values(split_source(builder, split), healthy_only=True)
   return standardize.fit([v for v in brains.values() if v.size])
 
 
@@ -219,7 +234,7 @@ def train_batches(builder, batch_size: int, seed: int, start_step: int = 0,
   `dataset_config`, its `train_slices` protocol picks the slices; with a
   `standard` scale, images are standardised (data_prep/standardize.py).
   """
-  source = builder.as_data_source(split=split)
+  source = split_source(builder, split)
   prepare = training_example
   if standard is not None:  # each slice by its subject's landmarks, as whole volumes are
     marks = {subject: standardize.landmarks(values, standard.percentiles)
@@ -257,7 +272,7 @@ class Volume:
 def load_volumes(builder, split: str,
                  standard: standardize.StandardScale | None = None) -> list[Volume]:
   """Every subject of a split, reassembled from its slices (and standardised, if asked)."""
-  source = builder.as_data_source(split=split)
+  source = split_source(builder, split)
   examples = source.__getitems__(list(range(len(source))))
   by_subject: dict[str, list[dict]] = {}
   for example in examples:

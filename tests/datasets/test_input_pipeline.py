@@ -1,6 +1,8 @@
 import numpy as np
+import pytest
 
 from brainseg_jax.datasets import input_pipeline
+from brainseg_jax.errors import UserError
 from tests.datasets import lgg_fixture
 
 
@@ -65,3 +67,11 @@ def test_lesion_free_protocol_trains_only_on_slices_far_from_lesions(tmp_path, m
   assert batch["image"].shape == (4, 32, 32, 1)
   config.train_slices = "all"
   assert len(input_pipeline.training_indices(source, config)) == len(source)
+
+
+def test_a_split_the_build_left_empty_is_a_one_line_error(tmp_path, monkeypatch):
+  """The fixture's validation patient lacks T1, so a FLAIR+T1+T1c build has no validation."""
+  _, builder = lgg_fixture.build(tmp_path, monkeypatch, modalities=("flair", "t1", "t1c"))
+  assert len(input_pipeline.split_source(builder, "train")) > 0
+  with pytest.raises(UserError, match="has no 'validation' split .* left out at build time"):
+    input_pipeline.split_source(builder, "validation")
