@@ -69,12 +69,13 @@ def _fixed() -> tuple[sitk.Image, sitk.Image, sitk.Image]:
 
 
 def _method(fixed_mask, seed: int, metric: str, learning_rate: float = 1.0,
-            levels=(4, 2, 1), iterations: int = 100) -> sitk.ImageRegistrationMethod:
+            levels=(4, 2, 1), iterations: int = 100,
+            threads: int = 1) -> sitk.ImageRegistrationMethod:
   if seed <= 0:
     raise ValueError(f"registration_seed must be > 0, got {seed}: SimpleITK takes 0 to mean "
                      "'seed from the clock', which makes the registration irreproducible")
   reg = sitk.ImageRegistrationMethod()
-  reg.SetNumberOfThreads(1)
+  reg.SetNumberOfThreads(threads)
   if metric == "mattes_mi":
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
   elif metric == "correlation":
@@ -115,8 +116,15 @@ def initial_translation(moving: sitk.Image) -> np.ndarray:
   return centre
 
 
-def register_affine(moving: sitk.Image, seed: int = 1, metric: str = "mattes_mi") -> np.ndarray:
-  """4x4 RAS map from template world to `moving`'s world."""
+def register_affine(moving: sitk.Image, seed: int = 1, metric: str = "mattes_mi",
+                    threads: int = 1) -> np.ndarray:
+  """4x4 RAS map from template world to `moving`'s world.
+
+  `threads` > 1 evaluates the metric in parallel: ~1.6x faster on 2 cores, but the
+  sum's order then varies, so the transform varies from run to run (by ~1e-3 in
+  its entries, far below a voxel). Builds keep 1 (reproducible; they run one
+  volume per core); predict, one scan at a time, takes every core.
+  """
   fixed, metric_mask, cut_mask = _fixed()
   moving = sitk.Cast(moving, sitk.sitkFloat32)
   rigid = sitk.Euler3DTransform()
@@ -125,7 +133,7 @@ def register_affine(moving: sitk.Image, seed: int = 1, metric: str = "mattes_mi"
   flip = orient.LPS_FLIP[:3, :3]
   rigid.SetCenter((flip @ t_centre).tolist())
   rigid.SetTranslation((flip @ (target - t_centre)).tolist())
-  reg = _method(metric_mask, seed, metric)
+  reg = _method(metric_mask, seed, metric, threads=threads)
   reg.SetInitialTransform(rigid, inPlace=True)
   reg.Execute(fixed, moving)
 
@@ -133,7 +141,8 @@ def register_affine(moving: sitk.Image, seed: int = 1, metric: str = "mattes_mi"
   cut_moving = sitk.Mask(moving, sitk.Cast(cut, sitk.sitkUInt8))
   best = None
   for start_scale in _AFFINE_START_SCALES:
-    affine = _affine_stage(fixed, cut_moving, metric_mask, rigid, start_scale, seed, metric)
+    affine = _affine_stage(fixed, cut_moving, metric_mask, rigid, start_scale, seed, metric,
+                           threads)
     volume_scale = abs(np.linalg.det(_matrix(affine)[:3, :3]))
     if best is None or volume_scale < best[0]:
       best = (volume_scale, affine)
@@ -142,13 +151,14 @@ def register_affine(moving: sitk.Image, seed: int = 1, metric: str = "mattes_mi"
   return orient.lps_to_ras_transform(_matrix(best[1]))
 
 
-def _affine_stage(fixed, moving, metric_mask, rigid, start_scale, seed, metric):
+def _affine_stage(fixed, moving, metric_mask, rigid, start_scale, seed, metric, threads=1):
   """Affine refinement from the rigid fit, the template shrunk by `start_scale` to start."""
   affine = sitk.AffineTransform(3)
   affine.SetMatrix((np.asarray(rigid.GetMatrix()) * start_scale).tolist())
   affine.SetTranslation(rigid.GetTranslation())
   affine.SetCenter(rigid.GetCenter())
-  reg = _method(metric_mask, seed, metric, learning_rate=_AFFINE_LR, levels=_AFFINE_LEVELS)
+  reg = _method(metric_mask, seed, metric, learning_rate=_AFFINE_LR, levels=_AFFINE_LEVELS,
+                threads=threads)
   reg.SetInitialTransform(affine, inPlace=True)
   reg.Execute(fixed, moving)
   return affine
