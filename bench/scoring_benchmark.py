@@ -46,7 +46,7 @@ def main(argv):
     state, _ = checkpoints.restore_trained(config, FLAGS.trained_workdir, model)
   else:
     state = create_train_state(model, config)
-  scorer = scoring.VolumeScorer(model, config.eval.residual)
+  scorer = scoring.scorer_for(model, config)
   state = scorer.place(state)
 
   rng = np.random.default_rng(0)

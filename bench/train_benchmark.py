@@ -230,7 +230,7 @@ class JaxWorker:
     builder = input_pipeline.get_builder(config.dataset)
     volumes = input_pipeline.load_volumes(builder, "test")
     m = self.models["vae"]
-    scorer = scoring.VolumeScorer(m["model"], config.eval.residual)
+    scorer = scoring.scorer_for(m["model"], config)
     state = scorer.place(m["state"])
     start = time.perf_counter()
     scorer(state, volumes[0].image, volumes[0].brain_mask)
