@@ -471,7 +471,9 @@ def run_benchmark():
 
 
 def images_per_s(results, label, name):
-  batch = results["setup"][f"{label}|{name.split('_')[0]}"]["batch"]
+  """Median images/s of a set of timed windows; "<model>_settings" windows use the model's batch."""
+  model = name.removesuffix("_settings")
+  batch = results["setup"][f"{label}|{model}"]["batch"]
   return _median_rate(batch * results["window_steps"], results["windows"][f"{label}|{name}"])
 
 
