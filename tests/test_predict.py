@@ -186,7 +186,11 @@ def test_several_modalities_are_the_channels_of_one_map(tmp_path, sample_data_di
   prepared, volume, _, anomaly = scorer(str(flair), None, (str(t1), str(t1c)))
   assert volume.image.shape[-1] == 3
   alone = pipeline.preprocess(flair, scorer.prep)
-  np.testing.assert_array_equal(volume.image[..., 0], np.moveaxis(alone.image, -1, 0))
+  # predict registers with every core, so not bit-equal to this single-threaded run
+  # (register.register_affine), but the same image to far below the intensity scale.
+  first = volume.image[..., 0]
+  np.testing.assert_allclose(first, np.moveaxis(alone.image, -1, 0), atol=0.02)
+  assert np.abs(first - np.moveaxis(alone.image, -1, 0)).mean() < 1e-3
   assert not np.allclose(volume.image[..., 0], volume.image[..., 1])  # T1 is not FLAIR
   brain = volume.brain_mask[..., 0]
   np.testing.assert_allclose(anomaly[brain], np.abs(volume.image).mean(-1)[brain], atol=1e-6)
