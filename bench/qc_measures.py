@@ -35,10 +35,10 @@ def captured_qc_inputs(scan: str, resolution: int, modality: str) -> dict:
   original = qc.measure
 
   def spy(template_to_scan, template_brain, in_view, image, background_level):
+    result = original(template_to_scan, template_brain, in_view, image, background_level)
     captured.update(brain=np.asarray(template_brain, bool), in_view=np.asarray(in_view, bool),
-                    image=np.asarray(image), level=float(background_level),
-                    scale=float(abs(np.linalg.det(template_to_scan[:3, :3]))))
-    return original(template_to_scan, template_brain, in_view, image, background_level)
+                    image=np.asarray(image), level=float(background_level), qc=result)
+    return result
 
   qc.measure = spy
   try:
@@ -55,7 +55,7 @@ def measures(c: dict) -> dict:
   deep = ndimage.binary_erosion(brain, iterations=3) & view
   shell = core & ~deep
   head = ndimage.binary_fill_holes(ndimage.binary_closing(~dark, iterations=2))
-  return {"volume_scale": c["scale"], "core_background": dark[core].mean(),
+  return {"volume_scale": c["qc"].volume_scale, "core_background": c["qc"].brain_in_background,
           "outside_head": (~head)[core].mean(), "shell_dark": dark[shell].mean(),
           "deep_dark": dark[deep].mean()}
 

@@ -18,7 +18,6 @@ import numpy as np
 from absl import flags, logging
 
 from brainseg_jax import (
-    checkpoints,
     cli,
     figures,
     postprocess,
@@ -30,7 +29,6 @@ from brainseg_jax import eval as evaluation
 from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.datasets import input_pipeline
 from brainseg_jax.errors import UserError
-from brainseg_jax.models import create_model
 from data_prep import atomic
 
 FLAGS = flags.FLAGS
@@ -135,10 +133,7 @@ def _trained_maps(config, workdir: str, subject_ids: list[str]):
   """(volume, anomaly map, prediction, threshold) of the named test volumes, as eval made them."""
   with open(os.path.join(workdir, "metrics.json")) as f:
     threshold = json.load(f)["protocol"]["threshold"]
-  model = create_model(config)
-  state, _ = checkpoints.restore_trained(config, workdir, model)
-  scorer = scoring.scorer_for(model, config)
-  state = scorer.place(state)
+  scorer, state, _ = scoring.restore_scorer(config, workdir)
   builder = evaluation.test_split_builder(config, input_pipeline.get_builder(config.dataset))
   for volume in input_pipeline.load_volumes(builder, "test",
                                             standardization.for_run(config, workdir)):

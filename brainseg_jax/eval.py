@@ -35,7 +35,6 @@ from brainseg_jax import outputs as outputs_lib
 from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.datasets import input_pipeline, schema
 from brainseg_jax.errors import UserError
-from brainseg_jax.models import create_model
 from data_prep import atomic
 
 
@@ -102,11 +101,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def _evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  model = create_model(config)
-  state, step = checkpoints.restore_trained(config, workdir, model)
+  scorer, state, step = scoring.restore_scorer(config, workdir)
+  model = scorer.model
   builder = input_pipeline.get_builder(config.dataset)
-  scorer = scoring.scorer_for(model, config)
-  state = scorer.place(state)
   post = config.eval.postprocess
   fprs = tuple(config.eval.healthy_fprs)
   start = time.time()

@@ -46,7 +46,6 @@ from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.datasets import schema
 from brainseg_jax.datasets.input_pipeline import Volume
 from brainseg_jax.errors import USER_ERRORS, UserError
-from brainseg_jax.models import create_model
 from data_prep import atomic, standardize
 
 FLAGS = flags.FLAGS
@@ -76,10 +75,7 @@ class ScanScorer:
 
     self.config = checkpoints.saved_config(workdir)
     self.channels = schema.modalities(self.config.dataset)
-    self.model = create_model(self.config)
-    state, _ = checkpoints.restore_trained(self.config, workdir, self.model)
-    self.scorer = scoring.scorer_for(self.model, self.config)
-    self.state = self.scorer.place(state)
+    self.scorer, self.state, _ = scoring.restore_scorer(self.config, workdir)
     self.standard = standardization.for_run(self.config, workdir)
     self.prep = PrepConfig(resolution=self.config.dataset.resolution,
                            modality=self.config.dataset.modality, registration=registration,

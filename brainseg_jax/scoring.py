@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from brainseg_jax import parallel, postprocess
+from brainseg_jax import checkpoints, parallel, postprocess
 from brainseg_jax.datasets import schema
-from brainseg_jax.models import Model
+from brainseg_jax.models import Model, create_model
 
 RESIDUALS = ("abs", "positive")
 # What config.eval.residual may say: a residual, or "auto" (chosen by modality, residual_for).
@@ -75,6 +75,7 @@ class VolumeScorer:
   def __init__(self, model: Model, residual: str = "abs", mesh=None, channels=None):
     if residual not in RESIDUALS:
       raise ValueError(f"unknown residual {residual!r}: expected one of {RESIDUALS}")
+    self.model = model
     self.mesh = parallel.data_mesh(jax.local_devices()) if mesh is None else mesh
     slices = parallel.batch_sharded(self.mesh)
     self._slices = slices
@@ -108,6 +109,17 @@ class VolumeScorer:
 def scorer_for(model: Model, config, mesh=None) -> VolumeScorer:
   """The scorer a config asks for: its residual (`residual_for`) over its `scored_channels`."""
   return VolumeScorer(model, residual_for(config), mesh, channel_indices(config))
+
+
+def restore_scorer(config, workdir: str) -> tuple[VolumeScorer, object, int]:
+  """(scorer, its state placed on the devices, checkpoint step) of the model in `workdir`.
+
+  What eval, compare and predict each need before scoring a volume.
+  """
+  model = create_model(config)
+  state, step = checkpoints.restore_trained(config, workdir, model)
+  scorer = scorer_for(model, config)
+  return scorer, scorer.place(state), step
 
 
 def anomaly_maps(scorer: VolumeScorer, state, volume, postprocess_config):
