@@ -1,63 +1,25 @@
-"""Registration-QC measures, today's and candidates, on chosen scans: evidence for a better rule.
+"""Registration-QC measures of chosen scans, and the verdict: evidence for the rule's ranges.
 
-    python bench/qc_measures.py --resolution=64 SCAN.nii.gz [SCAN ...] > measures.tsv
+    python bench/qc_measures.py --resolution=64 --modality=flair SCAN.nii.gz [SCAN ...] > qc.tsv
 
-Each scan goes through the default pipeline (`data_prep.pipeline.preprocess`); the
-arrays that `qc.measure` receives (the registered scan on the output grid, the
-template brain, the field of view, the background level) are taken as they are
-passed, and several measures are printed per scan:
-  * core_background: today's rule (dark voxels in the template brain core);
-  * outside_head: core voxels outside the scan's head mask (not dark, closed by
-    2 voxels, holes filled): air only, never CSF or skull;
-  * shell_dark: dark voxels in the template brain's outer shell (depth 1-3
-    voxels): skull under a template that lies over the skull ring;
-  * deep_dark: dark voxels deeper than 3 voxels (ventricles, on FLAIR).
-The README's "Known problem" paragraph quotes these on the elderly FLAIR scans
-and on passing and failing LGG patients.
+Each scan goes through the default pipeline (`data_prep.pipeline.preprocess`)
+and one tab-separated row per scan gives every measure of `data_prep.qc` and
+the reasons it is flagged (empty: passes). A build writes the same numbers for
+its own volumes to `qc_<variant>.csv`; this script serves scans outside any
+build (a new site's, a skull-stripped set's) before a rule change. The README's
+"Registration quality control" section quotes these on the elderly FLAIR and
+TCGA scans.
 """
 
 import argparse
+import dataclasses
 import pathlib
 import sys
-
-import numpy as np
-from scipy import ndimage
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from data_prep import pipeline, qc  # noqa: E402
 from data_prep.config import PrepConfig  # noqa: E402
-
-
-def captured_qc_inputs(scan: str, resolution: int, modality: str) -> dict:
-  """The arguments `qc.measure` is called with while `scan` is preprocessed."""
-  captured = {}
-  original = qc.measure
-
-  def spy(template_to_scan, template_brain, in_view, image, background_level):
-    result = original(template_to_scan, template_brain, in_view, image, background_level)
-    captured.update(brain=np.asarray(template_brain, bool), in_view=np.asarray(in_view, bool),
-                    image=np.asarray(image), level=float(background_level), qc=result)
-    return result
-
-  qc.measure = spy
-  try:
-    pipeline.preprocess(scan, PrepConfig(resolution=resolution, modality=modality))
-  finally:
-    qc.measure = original
-  return captured
-
-
-def measures(c: dict) -> dict:
-  dark = c["image"] < c["level"]
-  brain, view = c["brain"], c["in_view"]
-  core = ndimage.binary_erosion(brain) & view
-  deep = ndimage.binary_erosion(brain, iterations=3) & view
-  shell = core & ~deep
-  head = ndimage.binary_fill_holes(ndimage.binary_closing(~dark, iterations=2))
-  return {"volume_scale": c["qc"].volume_scale, "core_background": c["qc"].brain_in_background,
-          "outside_head": (~head)[core].mean(), "shell_dark": dark[shell].mean(),
-          "deep_dark": dark[deep].mean()}
 
 
 def main():
@@ -66,13 +28,13 @@ def main():
   parser.add_argument("--resolution", type=int, default=64)
   parser.add_argument("--modality", default="flair")
   args = parser.parse_args()
-  names = None
+  names = [f.name for f in dataclasses.fields(qc.RegistrationQC)]
+  print("\t".join(["scan", *names, "flagged"]))
   for scan in args.scans:
-    values = measures(captured_qc_inputs(scan, args.resolution, args.modality))
-    if names is None:
-      names = list(values)
-      print("scan\t" + "\t".join(names))
-    print(pathlib.Path(scan).name + "\t" + "\t".join(f"{values[n]:.4f}" for n in names),
+    result = pipeline.preprocess(scan, PrepConfig(resolution=args.resolution,
+                                                  modality=args.modality)).qc
+    values = [f"{getattr(result, n):.4f}" for n in names]
+    print("\t".join([pathlib.Path(scan).name, *values, "; ".join(result.flag_reasons())]),
           flush=True)
 
 

@@ -53,8 +53,9 @@ def scan_report(scan_path: str, threshold: Threshold, flagged_fraction: float,
       "intensity_standardization": standardization,
       # None when nothing was registered (--registration=none).
       "registration_qc": (None if registration_qc is None else
-                          {**dataclasses.asdict(registration_qc), "passed": not qc_reasons,
-                           "problems": qc_reasons}),
+                          {**dataclasses.asdict(registration_qc),
+                           "skull_stripped": registration_qc.skull_stripped,
+                           "passed": not qc_reasons, "problems": qc_reasons}),
       "warning": None,
       "lesions": lesions,
       "total_lesion_volume_ml": float(sum(c["volume_ml"] for c in lesions)),

@@ -9,6 +9,7 @@ and a CSV of every volume's registration QC (data_prep/qc.py; volumes that fail 
 out of the dataset and named in the log).
 """
 
+import dataclasses
 import os
 
 import ml_collections
@@ -17,7 +18,7 @@ from absl import flags, logging
 from brainseg_jax import cli
 from brainseg_jax.datasets import input_pipeline
 from brainseg_jax.errors import UserError
-from data_prep import atomic, cache, contact_sheet
+from data_prep import atomic, cache, contact_sheet, qc
 
 FLAGS = flags.FLAGS
 
@@ -52,7 +53,8 @@ def _qc_table(builder) -> str:
   work_dir = builder.prep_work_dir()
   path = os.path.join(os.path.dirname(builder.data_dir.rstrip("/")),
                       f"qc_{builder.builder_config.name}.csv")
-  lines = ["subject,volume_scale,brain_in_background,brain_coverage,flagged"]
+  measures = [f.name for f in dataclasses.fields(qc.RegistrationQC)]
+  lines = [",".join(["subject", *measures, "flagged"])]
   flagged = 0
   for name in sorted(os.listdir(work_dir)) if os.path.isdir(work_dir) else []:
     if not name.endswith(".npz") or ".tmp" in name:
@@ -62,9 +64,8 @@ def _qc_table(builder) -> str:
       continue
     reasons = "; ".join(registration_qc.flag_reasons())
     flagged += bool(reasons)
-    lines.append(f"{name[:-4]},{registration_qc.volume_scale:.3f},"
-                 f"{registration_qc.brain_in_background:.4f},"
-                 f"{registration_qc.brain_coverage:.3f},\"{reasons}\"")
+    values = [f"{getattr(registration_qc, m):.4f}" for m in measures]
+    lines.append(",".join([name[:-4], *values, f'"{reasons}"']))
   atomic.write_text(path, "\n".join(lines) + "\n")
   logging.info("registration QC: %d of %d volumes flagged; table: %s", flagged, len(lines) - 1,
                path)

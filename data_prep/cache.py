@@ -29,6 +29,14 @@ def save(path: str, result: Preprocessed) -> None:
                         **(result.qc.to_arrays() if result.qc is not None else {}))
 
 
+def needs_new_qc(path: str, config) -> bool:
+  """True for a registered volume cached before today's QC measures (they are missing)."""
+  if config.registration != "affine":
+    return False
+  with np.load(path) as f:
+    return RegistrationQC.from_arrays(f) is None
+
+
 def load(path: str) -> Preprocessed:
   with np.load(path) as f:
     return Preprocessed(image=f["image"], brain_mask=f["brain_mask"],

@@ -42,6 +42,7 @@ def grid_geometry(resolution: int) -> tuple[tuple[int, int, int], tuple[float, f
 class Grid:
   shape: tuple[int, int, int]
   affine: np.ndarray  # RAS voxel-to-world, in template (MNI) world
+  spacing_mm: tuple[float, float, float]
 
 
 @functools.lru_cache(maxsize=8)
@@ -51,7 +52,8 @@ def output_grid(resolution: int) -> Grid:
   affine = np.diag([*spacing, 1.0])
   affine[:3, 3] = centre - np.asarray(spacing) * (np.asarray(shape) - 1) / 2.0
   affine.setflags(write=False)
-  return Grid(shape=tuple(int(s) for s in shape), affine=affine)
+  return Grid(shape=tuple(int(s) for s in shape), affine=affine,
+              spacing_mm=tuple(float(s) for s in spacing))
 
 
 @functools.lru_cache(maxsize=8)

@@ -89,13 +89,16 @@ class Preprocessed:
 
 
 def preprocess(image_path, config: PrepConfig, anomaly_mask_path=None,
-               brain_mask_path=None, extra_images=(), threads: int = 1) -> Preprocessed:
+               brain_mask_path=None, extra_images=(), threads: int = 1,
+               template_to_scan: np.ndarray | None = None) -> Preprocessed:
   """Preprocess one scan (and its optional masks on the scan's grid).
 
   `extra_images`: other modalities of the same session (in world register with
   the scan, any grid): each is bias-corrected and normalised like the scan and
   mapped through the scan's registration, so the channels stay aligned.
   `threads`: SimpleITK threads (N4, registration); 1 keeps the result bit-reproducible.
+  `template_to_scan`: a registration found before (a cached volume whose QC is
+  measured anew): used as it is, not searched again.
   """
   # One thread: reproducible, and builds run one volume per core. A caller with one scan to
   # process (predict) passes every core: faster, at a tiny run-to-run variation
@@ -115,7 +118,9 @@ def preprocess(image_path, config: PrepConfig, anomaly_mask_path=None,
 
   working = _working_image(raw, config, brain_raw, notes, watch)
   with watch.stage("registration"):
-    if config.registration == "affine":
+    if template_to_scan is not None:
+      template_to_scan = np.asarray(template_to_scan, np.float64)
+    elif config.registration == "affine":
       template_to_scan = _register(image_path, working, config, threads)
     elif config.registration == "none":
       template_to_scan = np.eye(4)
@@ -127,21 +132,39 @@ def preprocess(image_path, config: PrepConfig, anomaly_mask_path=None,
   return dataclasses.replace(prepared, timings=watch.seconds)
 
 
+def _scan_on_grid(data, working_affine, g: grid.Grid, template_to_scan):
+  """(the scan resampled onto grid `g`, the voxels of `g` that the scan covers).
+
+  Partial-coverage scans (thick-slice 2D stacks) leave the template brain partly
+  outside their field of view, where there is no image to learn or score.
+  """
+  image = resample.resample_grid(data, working_affine, g.shape, g.affine, template_to_scan)
+  in_view = resample.resample_grid(np.ones(data.shape, np.float32), working_affine, g.shape,
+                                   g.affine, template_to_scan, antialias=False) > 0.99
+  return image, in_view
+
+
+def _registration_qc(data, working_affine, working, template_to_scan, resolution, image,
+                     in_view) -> qc.RegistrationQC:
+  """QC measured on the grid its ranges were chosen on (qc.RESOLUTION), whatever the output's."""
+  if resolution != qc.RESOLUTION:
+    image, in_view = _scan_on_grid(data, working_affine, grid.output_grid(qc.RESOLUTION),
+                                   template_to_scan)
+  return qc.measure(template_to_scan, np.array(grid.template_brain_mask(qc.RESOLUTION)), in_view,
+                    image, qc.background_level(working), grid.output_grid(qc.RESOLUTION).spacing_mm)
+
+
 def _on_output_grid(image_path, raw, working, template_to_scan, brain_raw, anomaly_raw,
                     config: PrepConfig, extra_images, notes, watch) -> Preprocessed:
   """The registered scan, its masks and QC on the output grid, normalised."""
   g = grid.output_grid(config.resolution)
   with watch.stage("to output grid, masks, QC"):
     data, working_affine = orient.from_sitk(working)
-    image = resample.resample_grid(data, working_affine, g.shape, g.affine, template_to_scan)
-    # Voxels the scan covers: partial-coverage scans (thick-slice 2D stacks) leave the template
-    # brain partly outside their field of view, where there is no image to learn or score.
-    in_view = resample.resample_grid(np.ones(data.shape, np.float32), working_affine, g.shape,
-                                     g.affine, template_to_scan, antialias=False) > 0.99
+    image, in_view = _scan_on_grid(data, working_affine, g, template_to_scan)
     template_brain = np.array(grid.template_brain_mask(config.resolution))
     # Nothing was registered with registration="none" (the scan is declared in template space).
-    registration_qc = (qc.measure(template_to_scan, template_brain, in_view, image,
-                                  qc.background_level(working))
+    registration_qc = (_registration_qc(data, working_affine, working, template_to_scan,
+                                        config.resolution, image, in_view)
                        if config.registration == "affine" else None)
     if brain_raw is not None:
       brain = resample.resample_grid((brain_raw.get_fdata() > 0).astype(np.float32),

@@ -2,9 +2,11 @@
 
 One process per volume at a time (SimpleITK runs single-threaded inside, so
 results do not depend on the thread count), "spawn" workers because callers
-may already hold JAX threads. Volumes with a cache file are not redone. A
-file that cannot be used is logged with its name and the reason, counted, and
-left out; the build goes on with the others.
+may already hold JAX threads; one worker (or one volume) runs in this process.
+Volumes with a cache file are not redone; one cached before today's QC
+measures is redone through its cached registration, which skips the slow
+search. A file that cannot be used is logged with its name and the reason,
+counted, and left out; the build goes on with the others.
 """
 
 import concurrent.futures
@@ -41,12 +43,16 @@ def num_workers() -> int:
 
 
 def _run_one(args) -> tuple[str, str, str]:
-  """(subject id, "ok"/"skip", cache path or reason). Top-level so workers can pickle it."""
-  case, config, work_dir = args
+  """(subject id, "ok"/"skip", cache path or reason). Top-level so workers can pickle it.
+
+  With a registration found before (`template_to_scan`), only the QC is new: the
+  volume is redone through that registration, not searched again.
+  """
+  case, config, work_dir, template_to_scan = args
   path = cache.path_for(work_dir, case.subject_id)
   try:
     result = preprocess(case.image, config, case.anomaly_mask, case.brain_mask,
-                        extra_images=case.extra_images)
+                        extra_images=case.extra_images, template_to_scan=template_to_scan)
   except PrepError as e:
     return case.subject_id, "skip", str(e)
   except (RuntimeError, ValueError) as e:  # SimpleITK failures, e.g. no overlap after registration
@@ -55,35 +61,47 @@ def _run_one(args) -> tuple[str, str, str]:
   return case.subject_id, "ok", path
 
 
+def _results(todo, workers: int):
+  """`_run_one` of every job as it finishes; one worker runs them in this process."""
+  if workers == 1 or len(todo) <= 1:
+    yield from map(_run_one, todo)
+    return
+  context = multiprocessing.get_context("spawn")
+  with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    futures = [pool.submit(_run_one, job) for job in todo]
+    for future in concurrent.futures.as_completed(futures):
+      yield future.result()
+
+
 def run(cases: list[Case], config: PrepConfig, work_dir: str,
         workers: int | None = None) -> RunSummary:
   """Every case preprocessed into `work_dir` (or found there)."""
   start = time.time()
   summary = RunSummary()
   todo = []
+  remeasured = 0  # cached before today's QC measures: redone through their registration
   for case in cases:
     path = cache.path_for(work_dir, case.subject_id)
-    if os.path.exists(path):
+    if not os.path.exists(path):
+      todo.append((case, config, work_dir, None))
+    elif cache.needs_new_qc(path, config):
+      todo.append((case, config, work_dir, cache.load(path).record.template_to_scan))
+      remeasured += 1
+    else:
       summary.done[case.subject_id] = path
       summary.cached += 1
-    else:
-      todo.append((case, config, work_dir))
   workers = workers or num_workers()
-  log.info("preprocessing %d volumes (%d cached) with %d workers into %s",
-           len(todo), summary.cached, workers, work_dir)
-  if todo:
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-      futures = [pool.submit(_run_one, job) for job in todo]
-      for i, future in enumerate(concurrent.futures.as_completed(futures), 1):
-        subject_id, status, value = future.result()
-        if status == "ok":
-          summary.done[subject_id] = value
-        else:
-          summary.skipped[subject_id] = value
-          log.warning("skipped %s: %s", subject_id, value)
-        if i % max(1, len(todo) // 20) == 0 or i == len(todo):
-          log.info("preprocessed %d/%d (%.0f s)", i, len(todo), time.time() - start)
+  log.info("preprocessing %d volumes (%d cached, %d of those for new QC measures only) with %d "
+           "workers into %s", len(todo), summary.cached + remeasured, remeasured, workers,
+           work_dir)
+  for i, (subject_id, status, value) in enumerate(_results(todo, workers), 1):
+    if status == "ok":
+      summary.done[subject_id] = value
+    else:
+      summary.skipped[subject_id] = value
+      log.warning("skipped %s: %s", subject_id, value)
+    if i % max(1, len(todo) // 20) == 0 or i == len(todo):
+      log.info("preprocessed %d/%d (%.0f s)", i, len(todo), time.time() - start)
   summary.seconds = time.time() - start
   log.info("%s", summary.line())
   return summary

@@ -1,5 +1,6 @@
 """predict's per-scan report: lesion components in scanner units, and the warning."""
 
+import dataclasses
 import json
 
 import nibabel as nib
@@ -38,13 +39,15 @@ def test_warning_only_when_far_above_the_promised_fraction():
 
 def test_a_failed_registration_is_reported_and_warned_about():
   threshold = Threshold(0.5, 0.01, "test")
-  bad = RegistrationQC(volume_scale=0.8, brain_in_background=0.2, brain_coverage=1.0)
+  good = RegistrationQC(volume_scale=0.8, brain_outside_head=0.001, rim_dark_excess=0.02,
+                        tissue_around_brain=0.5, brain_coverage=1.0)
+  bad = dataclasses.replace(good, brain_outside_head=0.2)
   warned = report.scan_report("s", threshold, 0.005, _prediction(), bad)
   assert warned["registration_qc"]["passed"] is False
-  assert warned["registration_qc"]["brain_in_background"] == 0.2
+  assert warned["registration_qc"]["brain_outside_head"] == 0.2
+  assert warned["registration_qc"]["skull_stripped"] is False
   assert "registration to the template looks wrong" in warned["warning"]
   assert "registration QC failed" in report.caption(warned)
-  good = RegistrationQC(volume_scale=0.8, brain_in_background=0.01, brain_coverage=1.0)
   passed = report.scan_report("s", threshold, 0.005, _prediction(), good)
   assert passed["registration_qc"]["passed"] and passed["warning"] is None
 

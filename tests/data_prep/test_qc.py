@@ -1,30 +1,38 @@
-"""Registration QC: a real scan registered right passes; the same scan registered wrong fails."""
+"""Registration QC: real scans registered right pass; the same scans registered wrong fail."""
 
 import numpy as np
 import pytest
 
-from data_prep import pipeline, qc, register
+from data_prep import cache, pipeline, qc, register, runner
+from data_prep.cases import Case
 from data_prep.config import PrepConfig
+
+GOOD = dict(volume_scale=0.8, brain_outside_head=0.001, rim_dark_excess=0.02,
+            tissue_around_brain=0.5, brain_coverage=1.0)
+
+
+def _qc(**changes):
+  return qc.RegistrationQC(**{**GOOD, **changes})
 
 
 def test_each_measure_has_its_own_reason():
-  good = qc.RegistrationQC(volume_scale=0.8, brain_in_background=0.01, brain_coverage=1.0)
-  assert good.flag_reasons() == []
-  assert "volume scale 1.40" in qc.RegistrationQC(1.4, 0.01, 1.0).flag_reasons()[0]
-  assert "12.0% of the template brain" in qc.RegistrationQC(0.8, 0.12, 1.0).flag_reasons()[0]
-  assert "covers 30%" in qc.RegistrationQC(0.8, 0.01, 0.3).flag_reasons()[0]
+  assert _qc().flag_reasons() == []
+  assert "volume scale 1.40" in _qc(volume_scale=1.4).flag_reasons()[0]
+  assert "4.0% of the template brain lies outside the head" in _qc(
+      brain_outside_head=0.04).flag_reasons()[0]
+  assert "rim is 15 points darker" in _qc(rim_dark_excess=0.15).flag_reasons()[0]
+  assert "covers 30%" in _qc(brain_coverage=0.3).flag_reasons()[0]
 
 
-@pytest.fixture(scope="module")
-def ixi_scan(sample_data_dir):
-  return sample_data_dir / "ixi_t1" / "t1" / "IXI079-HH-1388_T1.nii.gz"
+def test_a_skull_stripped_scan_is_judged_by_the_brain_outside_it_only():
+  """No skull or scalp around the brain: its rim lies on background on a good fit too."""
+  stripped = dict(tissue_around_brain=0.0, rim_dark_excess=0.15, brain_outside_head=0.04)
+  assert _qc(**stripped).skull_stripped and _qc(**stripped).flag_reasons() == []
+  (reason,) = _qc(**{**stripped, "brain_outside_head": 0.2}).flag_reasons()
+  assert "outside the stripped brain" in reason
 
 
-@pytest.mark.parametrize("shift_mm", [(0, 0, 30), (0, 35, 0)])
-def test_a_shifted_registration_is_flagged(ixi_scan, monkeypatch, shift_mm):
-  """The scan's own registration, moved up or forward: the brain lands partly in air."""
-  right = pipeline.preprocess(ixi_scan, PrepConfig(resolution=32))
-  assert right.qc is not None and right.qc.flag_reasons() == [], right.qc
+def _shifted_registration(monkeypatch, shift_mm):
   real_registration = register.register_affine
 
   def shifted(*args, **kwargs):
@@ -33,6 +41,82 @@ def test_a_shifted_registration_is_flagged(ixi_scan, monkeypatch, shift_mm):
     return move @ real_registration(*args, **kwargs)
 
   monkeypatch.setattr(register, "register_affine", shifted)
+
+
+@pytest.fixture(scope="module")
+def ixi_scan(sample_data_dir):
+  return sample_data_dir / "ixi_t1" / "t1" / "IXI079-HH-1388_T1.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def ixi_qc(ixi_scan):
+  """QC of the IXI scan's own registration, at 32 x 32."""
+  return pipeline.preprocess(ixi_scan, PrepConfig(resolution=32)).qc
+
+
+@pytest.mark.parametrize("shift_mm, reason", [
+    ((0, 0, 30), "outside the head"),  # up: the brain's top in air
+    ((0, 35, 0), "outside the head"),  # forward: its front in air
+    ((10, 0, 0), "rim is"),  # 1 cm sideways: its edge over the skull, still inside the head
+])
+def test_a_shifted_registration_is_flagged(ixi_scan, ixi_qc, monkeypatch, shift_mm, reason):
+  assert ixi_qc is not None and ixi_qc.flag_reasons() == [], ixi_qc
+  _shifted_registration(monkeypatch, shift_mm)
   wrong = pipeline.preprocess(ixi_scan, PrepConfig(resolution=32))
-  assert wrong.qc.brain_in_background > 3 * right.qc.brain_in_background
-  assert any("lands on background" in r for r in wrong.qc.flag_reasons()), wrong.qc
+  assert any(reason in r for r in wrong.qc.flag_reasons()), wrong.qc
+
+
+def test_atrophied_brains_on_flair_pass_and_a_tilted_fit_does_not(sample_data_dir):
+  """Wide ventricles and sulci are dark like air on FLAIR but are not a failure.
+
+  Subj13 (the widest CSF of the elderly sample) was flagged by the former rule (10.9 % of
+  the brain core "on background"); Subj1's fit is tilted, its template brain's front lies
+  over the orbits.
+  """
+  flair = sample_data_dir / "elderly_flair" / "flair"
+  atrophied = pipeline.preprocess(flair / "Subj13_FL.nii.gz",
+                                  PrepConfig(resolution=32, modality="flair")).qc
+  assert atrophied.flag_reasons() == [], atrophied
+  tilted = pipeline.preprocess(flair / "Subj1_FL.nii.gz",
+                               PrepConfig(resolution=32, modality="flair")).qc
+  assert any("rim is" in r for r in tilted.flag_reasons()), tilted
+
+
+def test_a_skull_stripped_scan_passes_and_fails_when_shifted(sample_data_dir, monkeypatch):
+  scan = (sample_data_dir / "tcga_glioma" / "TCGA-DU-7294" /
+          "TCGA-DU-7294_fla_bet_normalized.nii.gz")
+  right = pipeline.preprocess(scan, PrepConfig(resolution=32, modality="flair")).qc
+  assert right.skull_stripped and right.flag_reasons() == [], right
+  _shifted_registration(monkeypatch, (0, 0, 30))
+  wrong = pipeline.preprocess(scan, PrepConfig(resolution=32, modality="flair")).qc
+  # Moved 3 cm, the stripped brain shows around the template brain, which lies partly in air.
+  assert any("outside the head" in r for r in wrong.flag_reasons()), wrong
+
+
+def test_the_measures_do_not_depend_on_the_output_resolution(ixi_scan, ixi_qc):
+  assert pipeline.preprocess(ixi_scan, PrepConfig(resolution=64)).qc == ixi_qc
+
+
+def test_a_volume_cached_before_these_measures_is_remeasured_not_reregistered(
+    ixi_scan, tmp_path, monkeypatch):
+  """A QC change reuses each cached registration: same volume, new measures, no search."""
+  scan = ixi_scan
+  config = PrepConfig(resolution=32)
+  case = Case("s1", str(scan), "train")
+  (done_before,) = runner.run([case], config, str(tmp_path), workers=1).done.values()
+  before = cache.load(done_before)
+  # As an older build left it: other QC arrays than today's.
+  with np.load(done_before) as f:
+    arrays = {k: f[k] for k in f.files if not k.startswith("qc_")}
+  np.savez_compressed(done_before, **arrays, qc_brain_in_background=np.asarray(0.07))
+  assert cache.load(done_before).qc is None and cache.needs_new_qc(done_before, config)
+
+  def no_search(*args, **kwargs):
+    raise AssertionError("registered again")
+
+  monkeypatch.setattr(register, "register_affine", no_search)
+  summary = runner.run([case], config, str(tmp_path), workers=1)
+  after = cache.load(summary.done["s1"])
+  assert after.qc == before.qc
+  np.testing.assert_array_equal(after.image, before.image)
+  np.testing.assert_array_equal(after.record.template_to_scan, before.record.template_to_scan)

@@ -234,14 +234,17 @@ def test_volumes_failing_registration_qc_are_left_out_and_named(tmp_path, monkey
   for i, name in enumerate(sorted(os.listdir(work_dir))):
     path = os.path.join(work_dir, name)
     volume = cache.load(path)
-    background = 0.30 if i == 0 else 0.01  # the first registered "wrong"
-    cache.save(path, dataclasses.replace(volume, qc=qc.RegistrationQC(0.8, background, 1.0)))
+    outside = 0.30 if i == 0 else 0.001  # the first registered "wrong"
+    registration_qc = qc.RegistrationQC(volume_scale=0.8, brain_outside_head=outside,
+                                        rim_dark_excess=0.0, tissue_around_brain=0.5,
+                                        brain_coverage=1.0)
+    cache.save(path, dataclasses.replace(volume, qc=registration_qc))
     summary.done[name[:-4]] = path
   builder.prep_summary = summary
   builder._leave_out_failed_registrations()
   assert len(summary.done) == 2 and len(summary.skipped) == 1
   (reason,) = summary.skipped.values()
-  assert reason.startswith("registration QC failed: 30.0% of the template brain")
+  assert reason.startswith("registration QC failed: 30.0% of the template brain lies outside")
 
 
 def test_several_modalities_become_aligned_channels(tmp_path, monkeypatch):
