@@ -39,6 +39,10 @@ def score_site(workdir: str, scans_dir: str):
     mask = os.path.join(scans_dir, "wmh", f"{name}_FL_DLWMLS.nii.gz")
     start = time.time()
     prepared = pipeline.preprocess(path, scorer.prep, anomaly_mask_path=mask)
+    problems = prepared.qc.flag_reasons() if prepared.qc is not None else []
+    if problems:  # as calibrate does: a wrongly registered scan is not a site's healthy scan
+      print(f"{name}: left out, registration QC failed: {'; '.join(problems)}", flush=True)
+      continue
     volume, _, anomaly = scorer.score(prepared)  # the mask marks lesions; it is not scored
     lesion, brain = volume.anomaly_mask[..., 0], volume.brain_mask[..., 0]
     healthy[name] = anomaly[brain & ~lesion]

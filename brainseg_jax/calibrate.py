@@ -10,8 +10,10 @@ split. Scans from another scanner or protocol can flag far more. This command
 puts a handful of the site's healthy scans through the same preprocessing and
 scoring as predict and re-derives each threshold from their brain voxels: the
 score above which that fraction of them lies. No lesion mask is read: the
-scans are taken to be healthy. The result is stored by name beside the model's
-own thresholds (`WORKDIR/calibrations/<name>.json`), never over them.
+scans are taken to be healthy. A scan that fails registration QC
+(data_prep/qc.py) is left out and named with its reason, like an unreadable
+one. The result is stored by name beside the model's own thresholds
+(`WORKDIR/calibrations/<name>.json`), never over them.
 """
 
 import datetime
@@ -38,7 +40,12 @@ def calibrate(workdir: str, healthy: str, name: str, registration: str = "affine
                     "single-modality models only so far")
 
   def brain_scores(path):
-    _, volume, _, anomaly = scan_scorer(path)
+    prepared = scan_scorer.preprocess(path)
+    # A scan registered wrongly would set the site's threshold on scalp and skull.
+    problems = prepared.qc.flag_reasons() if prepared.qc is not None else []
+    if problems:
+      raise UserError(f"{path}: registration QC failed ({'; '.join(problems)}); not used")
+    volume, _, anomaly = scan_scorer.score(prepared)
     return anomaly[volume.brain_mask[..., 0]]
 
   scores, failures = predict.for_each_scan(paths, brain_scores)

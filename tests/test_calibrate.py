@@ -47,6 +47,20 @@ def test_calibration_is_stored_by_name_and_reads_no_lesion_mask(vae_smoke_run, s
       (vae_smoke_run[0] / "metrics.json").read_text())["protocol"]["threshold"]
 
 
+def test_a_scan_failing_registration_qc_is_left_out_with_its_reason(vae_smoke_run, site_folder,
+                                                                    sample_data_dir, tmp_path):
+  """Subj1's registration is tilted (the template brain's front over the orbits)."""
+  workdir = tmp_path / "run"
+  shutil.copytree(vae_smoke_run[0], workdir, ignore=shutil.ignore_patterns("nifti", "figures"))
+  folder = tmp_path / "site"
+  shutil.copytree(site_folder, folder)
+  tilted = folder / "Subj1_FL.nii.gz"
+  shutil.copy(sample_data_dir / "elderly_flair" / "flair" / "Subj1_FL.nii.gz", tilted)
+  record = calibrate.calibrate(str(workdir), str(folder), "site_b")
+  assert record["scans"] == [str(folder / "Subj2_FL.nii.gz")]
+  assert "registration QC failed" in record["skipped"][str(tilted)]
+
+
 def test_an_unknown_calibration_name_is_a_clear_error(vae_smoke_run):
   with pytest.raises(UserError, match="no calibration 'nope'"):
     thresholds.from_calibration(str(vae_smoke_run[0]), "nope")
