@@ -29,12 +29,13 @@ log = logging.getLogger(__name__)
 class RunSummary:
   done: dict[str, str] = dataclasses.field(default_factory=dict)  # subject -> cache file
   cached: int = 0
+  remeasured: int = 0  # cached before today's QC measures, redone through their registration
   skipped: dict[str, str] = dataclasses.field(default_factory=dict)  # subject -> reason
   seconds: float = 0.0
 
   def line(self) -> str:
-    return (f"{len(self.done)} volumes ready ({self.cached} from cache), "
-            f"{len(self.skipped)} skipped, {self.seconds:.0f} s")
+    return (f"{len(self.done)} volumes ready ({self.cached} from cache, {self.remeasured} "
+            f"re-measured for QC), {len(self.skipped)} skipped, {self.seconds:.0f} s")
 
 
 def num_workers() -> int:
@@ -79,21 +80,20 @@ def run(cases: list[Case], config: PrepConfig, work_dir: str,
   start = time.time()
   summary = RunSummary()
   todo = []
-  remeasured = 0  # cached before today's QC measures: redone through their registration
   for case in cases:
     path = cache.path_for(work_dir, case.subject_id)
     if not os.path.exists(path):
       todo.append((case, config, work_dir, None))
     elif cache.needs_new_qc(path, config):
       todo.append((case, config, work_dir, cache.load(path).record.template_to_scan))
-      remeasured += 1
+      summary.remeasured += 1
     else:
       summary.done[case.subject_id] = path
       summary.cached += 1
   workers = workers or num_workers()
   log.info("preprocessing %d volumes (%d cached, %d of those for new QC measures only) with %d "
-           "workers into %s", len(todo), summary.cached + remeasured, remeasured, workers,
-           work_dir)
+           "workers into %s", len(todo), summary.cached + summary.remeasured,
+           summary.remeasured, workers, work_dir)
   for i, (subject_id, status, value) in enumerate(_results(todo, workers), 1):
     if status == "ok":
       summary.done[subject_id] = value

@@ -116,6 +116,7 @@ def test_a_volume_cached_before_these_measures_is_remeasured_not_reregistered(
 
   monkeypatch.setattr(register, "register_affine", no_search)
   summary = runner.run([case], config, str(tmp_path), workers=1)
+  assert summary.remeasured == 1 and "1 re-measured for QC" in summary.line()
   after = cache.load(summary.done["s1"])
   assert after.qc == before.qc
   np.testing.assert_array_equal(after.image, before.image)
