@@ -34,8 +34,8 @@ def main():
     result = pipeline.preprocess(scan, PrepConfig(resolution=args.resolution,
                                                   modality=args.modality)).qc
     values = [f"{getattr(result, n):.4f}" for n in names]
-    print("\t".join([pathlib.Path(scan).name, *values, "; ".join(result.flag_reasons())]),
-          flush=True)
+    reasons = "; ".join(result.flag_reasons(args.modality))
+    print("\t".join([pathlib.Path(scan).name, *values, reasons]), flush=True)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ def calibrate(workdir: str, healthy: str, name: str, registration: str = "affine
   def brain_scores(path):
     prepared = scan_scorer.preprocess(path)
     # A scan registered wrongly would set the site's threshold on scalp and skull.
-    problems = prepared.qc.flag_reasons() if prepared.qc is not None else []
+    modality = scan_scorer.channels[0]
+    problems = prepared.qc.flag_reasons(modality) if prepared.qc is not None else []
     if problems:
       raise UserError(f"{path}: registration QC failed ({'; '.join(problems)}); not used")
     volume, _, anomaly = scan_scorer.score(prepared)

@@ -168,7 +168,8 @@ class Predictor:
     with watch.stage("report, overlay PNG"):
       scan_report = report.scan_report(os.path.abspath(scan_path), self.threshold,
                                        flagged_fraction, images["prediction"], prepared.qc,
-                                       self.scan_scorer.config.dataset.get("standardize", "none"))
+                                       self.scan_scorer.config.dataset.get("standardize", "none"),
+                                       modality=self.scan_scorer.channels[0])
       written["overlay"] = os.path.join(output_dir, f"{name}_overlay.png")
       figures.save_overlay(written["overlay"], prepared.scan, images["anomaly_map"],
                            images["prediction"], self.threshold.value,

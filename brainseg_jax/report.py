@@ -40,10 +40,13 @@ def lesion_components(prediction: nib.Nifti1Image) -> list[dict]:
 
 def scan_report(scan_path: str, threshold: Threshold, flagged_fraction: float,
                 prediction: nib.Nifti1Image, registration_qc: RegistrationQC | None = None,
-                standardization: str = "none") -> dict:
-  """Everything the report JSON holds; `flagged_fraction` is measured inside the brain mask."""
+                standardization: str = "none", *, modality: str) -> dict:
+  """Everything the report JSON holds; `flagged_fraction` is measured inside the brain mask.
+
+  `modality`: of the registered scan, for the registration QC rule.
+  """
   lesions = lesion_components(prediction)
-  qc_reasons = registration_qc.flag_reasons() if registration_qc is not None else []
+  qc_reasons = registration_qc.flag_reasons(modality) if registration_qc is not None else []
   report = {
       "scan": scan_path,
       "threshold": threshold.value,

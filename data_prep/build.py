@@ -62,7 +62,7 @@ def _qc_table(builder) -> str:
     registration_qc = cache.load(os.path.join(work_dir, name)).qc
     if registration_qc is None:
       continue
-    reasons = "; ".join(registration_qc.flag_reasons())
+    reasons = "; ".join(registration_qc.flag_reasons(builder.builder_config.modality))
     flagged += bool(reasons)
     values = [f"{getattr(registration_qc, m):.4f}" for m in measures]
     lines.append(",".join([name[:-4], *values, f'"{reasons}"']))
@@ -76,7 +76,8 @@ def _sheet(builder, n: int) -> str:
   path = os.path.join(os.path.dirname(builder.data_dir.rstrip("/")),
                       f"contact_sheet_{builder.builder_config.name}.png")
   return contact_sheet.from_cache(builder.prep_work_dir(), path,
-                                  builder.builder_config.resolution, n)
+                                  builder.builder_config.resolution,
+                                  builder.builder_config.modality, n)
 
 
 def main():

@@ -21,16 +21,17 @@ from data_prep.pipeline import Preprocessed  # noqa: E402
 _MAX_THREE_VIEW = 12
 
 
-def _title(ax, name: str, result: Preprocessed):
+def _title(ax, name: str, result: Preprocessed, modality: str):
   """The subject's name; red, with the reason, when its registration failed QC."""
-  reasons = result.qc.flag_reasons() if result.qc is not None else []
+  reasons = result.qc.flag_reasons(modality) if result.qc is not None else []
   ax.set_title(name + ("\nQC: " + reasons[0][:40] if reasons else ""), fontsize=6,
                color="red" if reasons else "black")
 
 
-def write(path: str, volumes: dict[str, Preprocessed], resolution: int) -> str:
+def write(path: str, volumes: dict[str, Preprocessed], resolution: int, modality: str) -> str:
+  """`modality`: of the registered scans, for the QC rule (`RegistrationQC.flag_reasons`)."""
   if len(volumes) > _MAX_THREE_VIEW:
-    return _write_axial_grid(path, volumes, resolution)
+    return _write_axial_grid(path, volumes, resolution, modality)
   names = sorted(volumes)
   outline = grid.template_brain_mask(resolution)
   fig, axes = plt.subplots(3, len(names), figsize=(2.2 * len(names), 6.6), squeeze=False)
@@ -53,11 +54,12 @@ def write(path: str, volumes: dict[str, Preprocessed], resolution: int) -> str:
         ax.contour(les.T.astype(float), [0.5], colors="red", linewidths=0.6)
       ax.set_xticks([])
       ax.set_yticks([])
-    _title(axes[0, col], name, result)
+    _title(axes[0, col], name, result, modality)
   return _save(fig, path)
 
 
-def _write_axial_grid(path: str, volumes: dict[str, Preprocessed], resolution: int) -> str:
+def _write_axial_grid(path: str, volumes: dict[str, Preprocessed], resolution: int,
+                      modality: str) -> str:
   names = sorted(volumes)
   outline = grid.template_brain_mask(resolution)
   cz = outline.shape[2] // 2
@@ -75,7 +77,7 @@ def _write_axial_grid(path: str, volumes: dict[str, Preprocessed], resolution: i
     ax.contour(outline[:, :, cz].T.astype(float), [0.5], colors="lime", linewidths=0.5)
     if lesion.any():
       ax.contour(lesion.T.astype(float), [0.5], colors="red", linewidths=0.5)
-    _title(ax, name, result)
+    _title(ax, name, result, modality)
   return _save(fig, path)
 
 
@@ -89,7 +91,8 @@ def _save(fig, path: str) -> str:
   return path
 
 
-def from_cache(work_dir: str, path: str, resolution: int, subjects: int = 8) -> str:
+def from_cache(work_dir: str, path: str, resolution: int, modality: str,
+               subjects: int = 8) -> str:
   """A sheet of `subjects` volumes spread over a preprocessing cache folder ("" if empty).
 
   `subjects` 0 shows every volume.
@@ -100,4 +103,4 @@ def from_cache(work_dir: str, path: str, resolution: int, subjects: int = 8) -> 
   if subjects > 0:
     files = files[::max(1, len(files) // subjects)][:subjects]
   volumes = {f[:-4]: cache.load(os.path.join(work_dir, f)) for f in files}
-  return write(path, volumes, resolution)
+  return write(path, volumes, resolution, modality)

@@ -31,8 +31,9 @@ def test_components_are_largest_first_with_volume_and_centre_in_scanner_mm():
 
 def test_warning_only_when_far_above_the_promised_fraction():
   threshold = Threshold(0.5, 0.01, "test")
-  assert report.scan_report("s", threshold, 0.02, _prediction())["warning"] is None
-  warned = report.scan_report("s", threshold, 0.12, _prediction())
+  quiet = report.scan_report("s", threshold, 0.02, _prediction(), modality="flair")
+  assert quiet["warning"] is None
+  warned = report.scan_report("s", threshold, 0.12, _prediction(), modality="flair")
   assert "12.0% of the brain is flagged" in warned["warning"]
   assert "WARNING" in report.caption(warned)
 
@@ -42,13 +43,13 @@ def test_a_failed_registration_is_reported_and_warned_about():
   good = RegistrationQC(volume_scale=0.8, brain_outside_head=0.001, rim_dark_excess=0.02,
                         tissue_around_brain=0.5, brain_coverage=1.0)
   bad = dataclasses.replace(good, brain_outside_head=0.2)
-  warned = report.scan_report("s", threshold, 0.005, _prediction(), bad)
+  warned = report.scan_report("s", threshold, 0.005, _prediction(), bad, modality="flair")
   assert warned["registration_qc"]["passed"] is False
   assert warned["registration_qc"]["brain_outside_head"] == 0.2
   assert warned["registration_qc"]["skull_stripped"] is False
   assert "registration to the template looks wrong" in warned["warning"]
   assert "registration QC failed" in report.caption(warned)
-  passed = report.scan_report("s", threshold, 0.005, _prediction(), good)
+  passed = report.scan_report("s", threshold, 0.005, _prediction(), good, modality="flair")
   assert passed["registration_qc"]["passed"] and passed["warning"] is None
 
 

@@ -125,7 +125,8 @@ class NiftiSlicesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     summary = self.prep_summary
     for subject_id, path in sorted(summary.done.items()):
       registration_qc = cache.load(path).qc
-      reasons = registration_qc.flag_reasons() if registration_qc is not None else []
+      reasons = (registration_qc.flag_reasons(self.builder_config.modality)
+                 if registration_qc is not None else [])
       if reasons:
         del summary.done[subject_id]
         summary.skipped[subject_id] = f"registration QC failed: {'; '.join(reasons)}"

@@ -111,7 +111,8 @@ def test_contact_sheet_is_written_from_the_cache(psr_scan, tmp_path):
                                psr_scan["brain"])
   for name in ("s1", "s2", "s3"):
     cache.save(cache.path_for(str(tmp_path / "work"), name), result)
-  path = contact_sheet.from_cache(str(tmp_path / "work"), str(tmp_path / "sheet.png"), 32, 2)
+  path = contact_sheet.from_cache(str(tmp_path / "work"), str(tmp_path / "sheet.png"), 32,
+                                  "t1", 2)
   with open(path, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-  assert contact_sheet.from_cache(str(tmp_path), str(tmp_path / "none.png"), 32) == ""
+  assert contact_sheet.from_cache(str(tmp_path), str(tmp_path / "none.png"), 32, "t1") == ""
