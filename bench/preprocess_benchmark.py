@@ -63,7 +63,8 @@ def ixi_dice(data: pathlib.Path, cache_dir: str) -> dict:
   return {"subjects": len(values), "mean": round(float(values.mean()), 4),
           "median": round(float(np.median(values)), 4), "min": round(float(values.min()), 4),
           "max": round(float(values.max()), 4),
-          "below_0.9": sorted(s for s, d in dice.items() if d < 0.9)}
+          "below_0.9": sorted(s for s, d in dice.items() if d < 0.9),
+          "lowest_5": {s: round(d, 4) for s, d in sorted(dice.items(), key=lambda t: t[1])[:5]}}
 
 
 def main():
