@@ -22,6 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from brainseg_jax.models import layers
+
 
 @dataclasses.dataclass(frozen=True)
 class UNetArchitecture:
@@ -47,16 +49,21 @@ class UNetArchitecture:
     return tuple(self.base_width * 2 ** level for level in range(self.levels))
 
 
-def standardized_conv_general_dilated(lhs, kernel, *args, **kwargs):
-  """`lax.conv_general_dilated` with the kernel standardised per output feature.
+def standardize_kernel(kernel):
+  """The kernel standardised per output feature (weight standardisation).
 
-  Weight standardisation (Qiao et al. 2019), as in the published network: zero
-  mean and unit std over each output feature's fan-in. It was proposed for group
-  norm with small batches, as here: a few slices per device.
+  Qiao et al. 2019, as in the published network: zero mean and unit std over
+  each output feature's fan-in. It was proposed for group norm with small
+  batches, as here: a few slices per device.
   """
   mean = jnp.mean(kernel, axis=(0, 1, 2), keepdims=True)
   std = jnp.std(kernel, axis=(0, 1, 2), keepdims=True) + 1e-5
-  return jax.lax.conv_general_dilated(lhs, (kernel - mean) / std, *args, **kwargs)
+  return (kernel - mean) / std
+
+
+def standardized_conv_general_dilated(lhs, kernel, *args, **kwargs):
+  """`lax.conv_general_dilated` with a weight-standardised kernel."""
+  return jax.lax.conv_general_dilated(lhs, standardize_kernel(kernel), *args, **kwargs)
 
 
 class StandardizedConv(nn.Conv):
@@ -92,9 +99,8 @@ class Up(nn.Module):
 
   @nn.compact
   def __call__(self, x, skip):
-    b, h, w, c = x.shape
-    x = jax.image.resize(x, (b, 2 * h, 2 * w, c), method="nearest")
-    x = StandardizedConv(self.features, (3, 3))(x)
+    # Resize + standardised conv as one layer, named as the conv: same parameters.
+    x = layers.UpsampleConv(self.features, standardize_kernel, name="StandardizedConv_0")(x)
     return ConvPair(self.features, self.norm_groups)(jnp.concatenate([x, skip], axis=-1))
 
 

@@ -1,0 +1,85 @@
+"""The shared layers: the upsampling convolution is resize + conv, computed otherwise."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from brainseg_jax.models import layers, unet
+
+
+def _resize_then_conv(x, kernel):
+  b, h, w, c = x.shape
+  up = jax.image.resize(x, (b, 2 * h, 2 * w, c), method="nearest")
+  return lax.conv_general_dilated(up, kernel, (1, 1), "SAME",
+                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+# (batch, height, width, in, out): every decoder shape of the AE/VAE and the U-Net's
+# up-convolutions, plus odd, non-square and 1-pixel inputs.
+SHAPES = [(2, 8, 8, 128, 128), (2, 16, 16, 128, 64), (2, 32, 32, 64, 32), (2, 64, 64, 32, 16),
+          (1, 5, 7, 3, 4), (3, 1, 1, 2, 5), (1, 2, 9, 1, 1)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_upsample_conv_equals_resize_then_conv(shape):
+  b, h, w, c_in, c_out = shape
+  kx, kk, kg = jax.random.split(jax.random.PRNGKey(sum(shape)), 3)
+  x = jax.random.normal(kx, (b, h, w, c_in))
+  kernel = jax.random.normal(kk, (3, 3, c_in, c_out)) / np.sqrt(9 * c_in)
+  want = _resize_then_conv(x, kernel)
+  got = layers.upsample_conv(x, kernel)
+  assert got.shape == (b, 2 * h, 2 * w, c_out)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [SHAPES[3], SHAPES[4], SHAPES[5]])
+def test_upsample_conv_gradients_equal_resize_then_conv(shape):
+  b, h, w, c_in, c_out = shape
+  kx, kk, kg = jax.random.split(jax.random.PRNGKey(1), 3)
+  x = jax.random.normal(kx, (b, h, w, c_in))
+  kernel = jax.random.normal(kk, (3, 3, c_in, c_out)) / np.sqrt(9 * c_in)
+  weights = jax.random.normal(kg, (b, 2 * h, 2 * w, c_out))  # a loss that weighs every pixel
+  loss = lambda f: lambda x, k: jnp.sum(weights * jnp.tanh(f(x, k)))
+  want = jax.grad(loss(_resize_then_conv), argnums=(0, 1))(x, kernel)
+  got = jax.jit(jax.grad(loss(layers.upsample_conv), argnums=(0, 1)))(x, kernel)
+  for g, w_ in zip(got, want, strict=True):
+    np.testing.assert_allclose(g, w_, rtol=1e-4, atol=1e-4 * float(jnp.abs(w_).max()))
+
+
+def test_upsample_layer_has_the_parameters_of_the_conv_it_replaces():
+  """Same parameter tree and the same initial values as resize + nn.Conv: checkpoints
+  and the PyTorch twin do not depend on how the pair is computed."""
+
+  class ResizeThenConv(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      b, h, w, c = x.shape
+      x = jax.image.resize(x, (b, 2 * h, 2 * w, c), method="nearest")
+      return nn.leaky_relu(nn.Conv(6, (3, 3))(x), 0.2)
+
+  x = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 4, 3))
+  block = layers.ConvBlock(6, upsample=True)
+  params = block.init(jax.random.PRNGKey(3), x)
+  ref = ResizeThenConv()
+  ref_params = ref.init(jax.random.PRNGKey(3), x)
+  assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, ref_params)
+  jax.tree.map(np.testing.assert_array_equal, params, ref_params)
+  np.testing.assert_allclose(block.apply(params, x), ref.apply(ref_params, x), rtol=1e-5,
+                             atol=1e-5)
+
+
+def test_unet_up_convolution_is_the_standardised_resize_then_conv():
+  x = jax.random.normal(jax.random.PRNGKey(4), (2, 4, 4, 8))
+  skip = jax.random.normal(jax.random.PRNGKey(5), (2, 8, 8, 4))
+  up = unet.Up(4, norm_groups=2)
+  params = up.init(jax.random.PRNGKey(6), x, skip)
+  kernel = params["params"]["StandardizedConv_0"]["kernel"]
+  bias = params["params"]["StandardizedConv_0"]["bias"]
+  assert kernel.shape == (3, 3, 8, 4)
+  want = _resize_then_conv(x, unet.standardize_kernel(kernel)) + bias
+  _, state = up.apply(params, x, skip, capture_intermediates=True)
+  got = state["intermediates"]["StandardizedConv_0"]["__call__"][0]
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
