@@ -12,7 +12,7 @@ import functools
 
 import numpy as np
 
-from data_prep import resample, template
+from data_prep import template
 
 # In-plane field of view: large enough for the MNI brain (145 x 181 mm) plus the random affine of
 # synthetic subjects, and a "round" clinical value so spacing = 192 / R.
@@ -59,6 +59,9 @@ def output_grid(resolution: int) -> Grid:
 @functools.lru_cache(maxsize=8)
 def template_brain_mask(resolution: int) -> np.ndarray:
   """The template brain mask on the output grid (anti-aliased, then > 0.5)."""
+  # Imported here: resample loads SimpleITK (~110 MB resident), which the grid's
+  # other users (every training process, via the synthetic builder) never need.
+  from data_prep import resample
   _, mask, affine = template.load()
   g = output_grid(resolution)
   out = resample.resample_grid(mask.astype(np.float32), affine, g.shape, g.affine) > 0.5

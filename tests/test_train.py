@@ -151,3 +151,17 @@ def test_train_step_compiles_once_per_stage(name, caplog):
   assert len(first) >= len(stages), first  # the check does see compilations
   assert later == [], later
   assert step._cache_size() == len(stages)
+
+
+def test_training_process_does_not_load_the_preprocessing_libraries():
+  """A training process reads built datasets only: SimpleITK (~110 MB resident) stays out."""
+  import os
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  code = ("import sys; import brainseg_jax.train, brainseg_jax.datasets.input_pipeline; "
+          "from brainseg_jax.datasets import synthetic_brain; "
+          "print(sorted(m for m in sys.modules if m.split('.')[0] == 'SimpleITK'))")
+  out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                       check=True).stdout
+  assert out.strip().splitlines()[-1] == "[]"

@@ -6,6 +6,11 @@ preprocesses every case with `data_prep` on all cores (cached per volume under
 `<data_dir>/prep_cache/`, so an interrupted build resumes), skips and counts
 unusable files, and writes each split's slices in the one slice schema.
 BuilderConfig names are `f"{modality}_{resolution}"`, as `get_builder` expects.
+
+The preprocessing modules (`data_prep.cache`, `pipeline`, `runner`) are imported
+in the methods that build or map back to a scan: they load SimpleITK (~110 MB
+resident), which a training or evaluation process that only reads the built
+dataset never needs (tests/test_train.py checks that training does not load it).
 """
 
 import dataclasses
@@ -17,7 +22,6 @@ import tensorflow_datasets as tfds
 
 from brainseg_jax.datasets import schema
 from brainseg_jax.errors import UserError
-from data_prep import cache, pipeline, runner
 from data_prep.cases import Case
 from data_prep.config import PrepConfig
 
@@ -87,6 +91,7 @@ class NiftiSlicesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     Uses the per-volume record the build cached (affines, registration, kept
     slices). Integer stacks (predictions, labels) are resampled nearest.
     """
+    from data_prep import cache, pipeline  # imported here: see the module docstring
     path = cache.path_for(self.prep_work_dir(), subject_id)
     if not os.path.exists(path):
       raise UserError(f"dataset {self.name}: no preprocessing record of {subject_id} at {path} "
@@ -109,6 +114,7 @@ class NiftiSlicesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     ids = [c.subject_id for c in cases]
     if len(set(ids)) != len(ids):
       raise UserError(f"dataset {self.name}: duplicate subject ids in {manual_dir}")
+    from data_prep import runner  # imported here: see the module docstring
     self.prep_summary = runner.run(cases, self.prep_config(), self.prep_work_dir())
     self._leave_out_failed_registrations()
     done = [c for c in cases if c.subject_id in self.prep_summary.done]
@@ -122,6 +128,7 @@ class NiftiSlicesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
 
   def _leave_out_failed_registrations(self):
     """Volumes whose registration QC fails move from `done` to `skipped`, with the reason."""
+    from data_prep import cache  # imported here: see the module docstring
     summary = self.prep_summary
     for subject_id, path in sorted(summary.done.items()):
       registration_qc = cache.load(path).qc
@@ -133,6 +140,7 @@ class NiftiSlicesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
         log.warning("left out %s: %s", subject_id, summary.skipped[subject_id])
 
   def _generate_examples(self, cases):
+    from data_prep import cache  # imported here: see the module docstring
     modality = self.builder_config.modality
     for case in sorted(cases, key=lambda c: c.subject_id):
       result = cache.load(self.prep_summary.done[case.subject_id])
