@@ -30,7 +30,7 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 _DATA = ROOT.parent / "shared" / "data"
-_DEFAULT_SCANS = [_DATA / "tcga_glioma" / c / f"{c}_fla_bet_normalized.nii.gz"
+DEFAULT_SCANS = [_DATA / "tcga_glioma" / c / f"{c}_fla_bet_normalized.nii.gz"
                   for c in ("TCGA-DU-7294", "OtherEXampleFromTCIA")]
 
 # The child: a user's predict process, instrumented. Wall clock (time.time) is shared
@@ -118,7 +118,7 @@ def markdown(result: dict, workdir: str) -> str:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", required=True, help="a trained run (python launch.py ...)")
-  parser.add_argument("--scans", default=",".join(map(str, _DEFAULT_SCANS)),
+  parser.add_argument("--scans", default=",".join(map(str, DEFAULT_SCANS)),
                       help="comma-separated NIfTI scans; the first compiles, the rest are warm")
   parser.add_argument("--output", default="", help="also write the markdown table here")
   args = parser.parse_args()

@@ -13,6 +13,11 @@ outputs:
     so the twin permutes around the dense layers (8x8x128 values: negligible).
 The optimiser is the same chain as `models/reconstruction.make_optimizer`:
 global-norm clipping, then Adam under a linear warm-up + cosine decay.
+
+`create(config, fused_upsample=True)` computes each resize + conv as the JAX
+models do (`layers.upsample_conv`: one 2x2 convolution with four times the
+outputs, then a pixel shuffle): the same rewrite in both frameworks, to tell
+the framework's share of the speed from the rewrite's.
 """
 
 import math
@@ -20,6 +25,32 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+FUSED_UPSAMPLE = False  # set by create(); read by upsample_conv
+
+
+def _fold_taps(weight, dim):
+  """As `layers._fold_taps` (OIHW): the 3 taps as seen by output rows 2i-1 and 2i."""
+  w0, w1, w2 = weight.split(1, dim)
+  return torch.cat([w0 + w1, w2], dim), torch.cat([w0, w1 + w2], dim)
+
+
+def upsample_conv(x, weight, bias):
+  """conv3x3_same(nearest_2x(x)): plainly, or (FUSED_UPSAMPLE) as `layers.upsample_conv`."""
+  if not FUSED_UPSAMPLE:
+    return F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), weight, bias, padding=1)
+  out = weight.shape[0]
+  phases = [c for r in _fold_taps(weight, 2) for c in _fold_taps(r, 3)]  # each (O, I, 2, 2)
+  # pixel_shuffle wants channel o * 4 + (row parity) * 2 + (column parity).
+  kernel = torch.stack(phases, dim=1).reshape(4 * out, weight.shape[1], 2, 2)
+  y = F.pixel_shuffle(F.conv2d(F.pad(x, (1, 1, 1, 1)), kernel), 2)[:, :, 1:-1, 1:-1]
+  return y + bias[None, :, None, None]
+
+
+def standardized(weight):
+  mean = weight.mean(dim=(1, 2, 3), keepdim=True)
+  std = weight.std(dim=(1, 2, 3), keepdim=True, unbiased=False) + 1e-5
+  return (weight - mean) / std
 
 
 class Encoder(nn.Module):
@@ -46,7 +77,7 @@ class Decoder(nn.Module):
 
   def forward(self, z):
     for conv in self.convs:
-      z = F.leaky_relu(conv(F.interpolate(z, scale_factor=2, mode="nearest")), 0.2)
+      z = F.leaky_relu(upsample_conv(z, conv.weight, conv.bias), 0.2)
     return self.out(z)
 
 
@@ -93,10 +124,7 @@ class StandardizedConv2d(nn.Conv2d):
   """Twin of `models.unet.StandardizedConv`: the kernel standardised per output feature."""
 
   def forward(self, x):
-    w = self.weight
-    mean = w.mean(dim=(1, 2, 3), keepdim=True)
-    std = w.std(dim=(1, 2, 3), keepdim=True, unbiased=False) + 1e-5
-    return F.conv2d(x, (w - mean) / std, self.bias, padding=self.padding)
+    return F.conv2d(x, standardized(self.weight), self.bias, padding=self.padding)
 
 
 class ConvPair(nn.Module):
@@ -136,7 +164,7 @@ class UNet(nn.Module):
       x = pair(x)
       skips.append(x)
     for conv, pair, skip in zip(self.up_convs, self.up_pairs, reversed(skips[:-1]), strict=True):
-      x = conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+      x = upsample_conv(x, standardized(conv.weight), conv.bias)
       x = pair(torch.cat([x, skip], dim=1))
     return self.out(x)
 
@@ -187,13 +215,15 @@ def warmup_cosine(config):
   return factor
 
 
-def create(config, foreach=True):
+def create(config, foreach=True, fused_upsample=False):
   """(module, train_step) for an experiment config; train_step(images NCHW, brain mask NCHW)
   -> loss tensor (the autoencoders ignore the mask, as their JAX losses do).
 
   `foreach=True` is PyTorch's multi-tensor Adam, its fastest eager optimiser on
   CPU: the twin gets the best settings a PyTorch user would pick.
   """
+  global FUSED_UPSAMPLE
+  FUSED_UPSAMPLE = fused_upsample
   resolution = config.dataset.resolution
   if config.model.name == "unet_dae":
     m = config.model

@@ -47,12 +47,19 @@ flags.DEFINE_bool("ablations", True, "Also time the settings tried (device count
 flags.DEFINE_string("output", os.path.join(ROOT, "docs", "benchmarks.md"), "Markdown report.")
 flags.DEFINE_string("results", "/tmp/train_benchmark_results.json", "Raw results (JSON).")
 flags.DEFINE_bool("render_only", False, "Re-render the report from --results, measure nothing.")
+flags.DEFINE_string("predict_workdir", "", "A trained default VAE run: also time predict stage by "
+                    "stage (bench/predict_benchmark.py) on its default scans; empty: skip.")
 # Worker-side flags (set by the parent, not by hand).
 flags.DEFINE_enum("worker", None, ["jax", "torch"], "Run as a worker process.")
 flags.DEFINE_integer("devices", 4, "JAX worker: XLA CPU devices.")
 flags.DEFINE_string("xla_flags", "", "JAX worker: extra XLA_FLAGS (settings tried).")
 flags.DEFINE_bool("donate", True, "JAX worker: donate the train state to the step.")
+flags.DEFINE_list("undo", [], "JAX worker: changes to undo, to measure what each bought "
+                  "(keys of benchmark_report.CHANGES).")
+flags.DEFINE_bool("flops", True, "JAX worker: count the step's FLOPs (one more compilation).")
 flags.DEFINE_bool("channels_last", False, "PyTorch worker: channels-last memory format.")
+flags.DEFINE_bool("fused_upsample", False, "PyTorch worker: resize + conv computed as the JAX "
+                  "models do (torch_twin.upsample_conv).")
 flags.DEFINE_integer("threads", 2, "PyTorch worker: intra-op threads (one per core).")
 FLAGS = flags.FLAGS
 
@@ -101,6 +108,36 @@ def _gemm_gflops(matmul, repeats=7) -> float:
 # --------------------------------------------------------------------------- JAX worker
 
 
+def _undo(change):
+  """Puts back the way `change` (a key of benchmark_report.CHANGES) replaced, in this worker."""
+  import flax.linen as nn
+  import jax
+
+  from brainseg_jax import models
+  from brainseg_jax.models import layers
+  if change == "upsample_conv":
+    def resize_then_conv(x, kernel):
+      b, h, w, c = x.shape
+      x = jax.image.resize(x, (b, 2 * h, 2 * w, c), method="nearest")
+      return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    layers.upsample_conv = resize_then_conv
+  elif change == "one_output_conv":
+    layers.OneOutputConv = lambda name: nn.Conv(1, (3, 3), name=name)
+  elif change == "jitted_init":
+    from brainseg_jax.datasets import schema
+
+    def eager_init(model, config):  # as models.create_train_state before it was jitted
+      size = config.dataset.resolution
+      shape = (size, size, len(schema.modalities(config.dataset)))
+      return model.create_state(jax.random.key(config.seed), shape)
+    models.create_train_state = eager_init
+  elif change == "lazy_imports":
+    import SimpleITK  # noqa: F401  (what training imported before)
+  else:
+    raise ValueError(f"unknown change {change!r}: expected one of {list(benchmark_report.CHANGES)}")
+
+
 class JaxWorker:
   """Holds one jitted train step per model on a `--devices` mesh, as train.py builds it."""
 
@@ -109,6 +146,8 @@ class JaxWorker:
     if FLAGS.xla_flags:
       os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FLAGS.xla_flags}".strip()
     parallel.split_host_into_devices(FLAGS.devices)
+    for change in FLAGS.undo:
+      _undo(change)
     import jax
     self.jax = jax
     self.mesh = parallel.data_mesh()
@@ -127,12 +166,15 @@ class JaxWorker:
     params = sum(x.size for x in jax.tree.leaves(host_state.params))
     batch_np = _synthetic_batch(config)
 
-    # Total work of one step: XLA's cost analysis of the unpartitioned global-batch step.
-    device_batch = jax.tree.map(jnp.asarray, batch_np)
-    compiled = jax.jit(model.train_step).lower(host_state, device_batch).compile()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list | tuple) else cost
-    flops = float(cost["flops"])
+    # Total work of one step: XLA's cost analysis of the unpartitioned global-batch step
+    # (skipped in the memory phase: training never compiles it).
+    flops = None
+    if FLAGS.flops:
+      device_batch = jax.tree.map(jnp.asarray, batch_np)
+      compiled = jax.jit(model.train_step).lower(host_state, device_batch).compile()
+      cost = compiled.cost_analysis()
+      cost = cost[0] if isinstance(cost, list | tuple) else cost
+      flops = float(cost["flops"])
 
     state = jax.device_put(host_state, parallel.replicated(self.mesh))
     batch = jax.device_put(batch_np, parallel.batch_sharded(self.mesh))
@@ -191,6 +233,42 @@ class JaxWorker:
         times.append(time.perf_counter() - start)
       result[label] = statistics.median(times)
     return result
+
+  def op_profile(self, name, steps=3):
+    """Where the step's thread time goes, by kind of XLA operation (jax.profiler trace).
+
+    Sums the durations of the compiled step's own operations over every device
+    thread (so the total exceeds the wall time: 4 device threads share 2 cores)
+    and groups them by what each is, from the optimised HLO.
+    """
+    import collections
+    import glob
+    import gzip
+    import re
+    import tempfile
+
+    import jax
+    m = self.models[name]
+    state = m["state"]
+    kinds = {}
+    for line in m["step"].lower(state, m["batch"]).compile().as_text().splitlines():
+      match = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = \S+ (\w[\w\-]*)\(", line)
+      if match:
+        kinds[match.group(1)] = _op_kind(match.group(1), match.group(2), line)
+    with tempfile.TemporaryDirectory() as trace_dir:
+      with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+        for _ in range(steps):
+          state, metrics = m["step"](state, m["batch"])
+        jax.block_until_ready((state, metrics))
+      (trace,) = glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True)
+      with gzip.open(trace) as f:
+        events = json.load(f)["traceEvents"]
+    m["state"] = state
+    totals = collections.Counter()
+    for event in events:
+      if event.get("ph") == "X" and event.get("name") in kinds:
+        totals[kinds[event["name"]]] += event["dur"] / 1e6 / steps  # s per step
+    return dict(seconds_per_step=dict(totals))
 
   def gemm(self):
     import jax
@@ -254,6 +332,19 @@ class JaxWorker:
                 numpy=np.__version__, devices=f"{jax.device_count()} x {jax.devices()[0].platform}")
 
 
+def _op_kind(name, opcode, line) -> str:
+  """One of benchmark_report.OP_KINDS for an instruction of the optimised HLO."""
+  if opcode == "all-reduce" or name.startswith("all-reduce"):
+    return "gradient all-reduce between devices"
+  if opcode in ("convolution", "dot") or "ynn_fusion" in line or "xnn_fusion" in line:
+    return "convolutions and matrix products"
+  if name.startswith(("transpose", "copy")) or opcode in ("transpose", "copy"):
+    return "layout copies (transposes)"
+  if opcode == "fusion" or name.endswith("fusion"):
+    return "elementwise and reductions (fused loops)"
+  return "other"
+
+
 def _loss(config, params, batch):
   """The model's training loss (same randomness as step 0), from the config's family."""
   import functools
@@ -292,7 +383,7 @@ class TorchWorker:
   def setup(self, name):
     from bench import torch_twin
     config = _config(name)
-    module, step = torch_twin.create(config)
+    module, step = torch_twin.create(config, fused_upsample=FLAGS.fused_upsample)
     # The JAX worker's images and brain masks, NCHW.
     batch = _synthetic_batch(config)
     images, brain = (self.torch.tensor(batch[k]).permute(0, 3, 1, 2).contiguous()
@@ -418,10 +509,11 @@ def run_benchmark():
         if "cache_size" in result:
           cache_sizes[label, name] = result["cache_size"]
   load_during = _uptime()
-  memory = {label: workers[label]("maxrss")["maxrss_mb"] for label in ("jax", "torch")}
 
-  _log("profile: forward / forward+backward")
+  _log("profile: forward / forward+backward, and by kind of operation")
   profile = {name: workers["jax"]("profile", name=name, repeats=FLAGS.repeats) for name in MODELS}
+  op_profile = {name: workers["jax"]("op_profile", name=name)["seconds_per_step"]
+                for name in MODELS}
   _log("GEMM peak")
   gemm = {**workers["jax"]("gemm"), **workers["torch"]("gemm")}
   versions = {**workers["jax"]("versions"), **workers["torch"]("versions")}
@@ -433,7 +525,13 @@ def run_benchmark():
   # Settings tried, AE only, in a phase of their own (their worker processes do not exist
   # during the headline), interleaved with the two defaults as the baseline of this phase.
   if FLAGS.ablations:
-    variants = {"jax, 1 device": ("--worker=jax", "--devices=1"),
+    variants = {"jax, resize + conv upsampling (before)": ("--worker=jax", "--devices=4",
+                                                           "--undo=upsample_conv"),
+                "jax, nn.Conv output layer (before)": ("--worker=jax", "--devices=4",
+                                                       "--undo=one_output_conv"),
+                "torch, upsampling as the JAX models compute it": (
+                    "--worker=torch", "--fused_upsample", f"--threads={FLAGS.threads}"),
+                "jax, 1 device": ("--worker=jax", "--devices=1"),
                 "jax, 2 devices": ("--worker=jax", "--devices=2"),
                 "jax, 8 devices": ("--worker=jax", "--devices=8"),
                 "jax, 4 devices, no donation": ("--worker=jax", "--devices=4", "--nodonate"),
@@ -457,17 +555,50 @@ def run_benchmark():
           cache_sizes[label, "ae_settings"] = result["cache_size"]
   for worker in workers.values():
     worker.close()
+  memory = _memory_phase()
+  predict = None
+  if FLAGS.predict_workdir:
+    _log("predict, stage by stage")
+    from bench import predict_benchmark
+    predict = predict_benchmark.run(FLAGS.predict_workdir,
+                                    [str(p) for p in predict_benchmark.DEFAULT_SCANS])
+    predict["markdown"] = predict_benchmark.markdown(predict, FLAGS.predict_workdir)
 
   results = dict(date=date, load_before=load_before, load_during=load_during,
                  load_after=_uptime(), setup={f"{k[0]}|{k[1]}": v for k, v in setup.items()},
                  windows={f"{k[0]}|{k[1]}": v for k, v in windows.items()},
                  cache_sizes={f"{k[0]}|{k[1]}": v for k, v in cache_sizes.items()},
-                 memory=memory, profile=profile, gemm=gemm, versions=versions,
+                 memory=memory, profile=profile, op_profile=op_profile, gemm=gemm,
+                 versions=versions, predict=predict,
                  pipeline=pipeline, evaluation=evaluation,
                  runtime_s=time.time() - started, window_steps=FLAGS.window_steps,
                  repeats=FLAGS.repeats, ablation_repeats=FLAGS.ablation_repeats,
                  python=platform.python_version())
   return results
+
+
+def _memory_phase():
+  """Peak RSS of a process that trains one model: a fresh worker per model and framework.
+
+  Each sets the model up as training does (no FLOP count) and runs a timed
+  window, then reports ru_maxrss. JAX workers with a memory change undone
+  measure what that change saved (benchmark_report.MEMORY_CHANGES).
+  """
+  from bench.benchmark_report import MEMORY_CHANGES
+  runs = {"jax": ("--worker=jax", "--devices=4", "--noflops"),
+          "torch": ("--worker=torch", f"--threads={FLAGS.threads}")}
+  runs.update({f"jax, {change} undone": ("--worker=jax", "--devices=4", "--noflops",
+                                         f"--undo={change}") for change in MEMORY_CHANGES})
+  peak = {}
+  for name in MODELS:
+    for label, args in runs.items():
+      _log(f"memory: {label} {name}")
+      worker = Worker(label, *args)
+      worker("setup", name=name)
+      worker("window", name=name, steps=FLAGS.window_steps)
+      peak[f"{label}|{name}"] = worker("maxrss")["maxrss_mb"]
+      worker.close()
+  return peak
 
 
 def images_per_s(results, label, name):

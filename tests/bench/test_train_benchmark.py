@@ -19,12 +19,13 @@ torch = pytest.importorskip("torch", reason="bench-only dependency: bench/requir
 torch_twin = pytest.importorskip("bench.torch_twin")
 
 
+@pytest.mark.parametrize("fused_upsample", [False, True], ids=["resize_conv", "fused"])
 @pytest.mark.parametrize("config_module", [ae_config, vae_config], ids=["ae", "vae"])
-def test_twin_is_the_same_network_as_the_default_model(config_module):
+def test_twin_is_the_same_network_as_the_default_model(config_module, fused_upsample):
   config = config_module.get_config()
   model = create_model(config)
   state = create_train_state(model, config)
-  module, _ = torch_twin.create(config)
+  module, _ = torch_twin.create(config, fused_upsample=fused_upsample)
   assert torch_twin.num_parameters(module) == sum(x.size for x in jax.tree.leaves(state.params))
 
   torch_twin.load_flax_params(module, state.params)
@@ -38,7 +39,8 @@ def test_twin_is_the_same_network_as_the_default_model(config_module):
   np.testing.assert_allclose(out.permute(0, 2, 3, 1).numpy(), expected, atol=1e-5)
 
 
-def test_unet_twin_is_the_same_network_as_the_denoising_unet():
+@pytest.mark.parametrize("fused_upsample", [False, True], ids=["resize_conv", "fused"])
+def test_unet_twin_is_the_same_network_as_the_denoising_unet(fused_upsample):
   config = unet_dae_config.get_config()
   config.dataset.resolution = 64
   model = create_model(config)
@@ -48,7 +50,7 @@ def test_unet_twin_is_the_same_network_as_the_denoising_unet():
       lambda path, x: x + 0.1 * np.random.default_rng(len(path)).standard_normal(x.shape)
       .astype(x.dtype) if "GroupNorm" in jax.tree_util.keystr(path) else x, state.params)
   state = state.replace(params=params)
-  module, _ = torch_twin.create(config)
+  module, _ = torch_twin.create(config, fused_upsample=fused_upsample)
   assert torch_twin.num_parameters(module) == sum(x.size for x in jax.tree.leaves(params))
   torch_twin.load_flax_params(module, params)
   images = np.random.default_rng(0).random((2, 64, 64, 1), np.float32)

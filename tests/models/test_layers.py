@@ -83,3 +83,38 @@ def test_unet_up_convolution_is_the_standardised_resize_then_conv():
   _, state = up.apply(params, x, skip, capture_intermediates=True)
   got = state["intermediates"]["StandardizedConv_0"]["__call__"][0]
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 16, 16, 1), (1, 5, 7, 3, 1), (2, 9, 4, 8, 3)])
+def test_shifted_sum_conv_equals_conv(shape):
+  b, h, w, c_in, c_out = shape
+  kx, kk, kg = jax.random.split(jax.random.PRNGKey(7), 3)
+  x = jax.random.normal(kx, (b, h, w, c_in))
+  kernel = jax.random.normal(kk, (3, 3, c_in, c_out)) / np.sqrt(9 * c_in)
+  conv = lambda x, k: lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                               dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_allclose(layers.shifted_sum_conv(x, kernel), conv(x, kernel), rtol=1e-5,
+                             atol=1e-5)
+  weights = jax.random.normal(kg, (b, h, w, c_out))
+  loss = lambda f: lambda x, k: jnp.sum(weights * jnp.tanh(f(x, k)))
+  want = jax.grad(loss(conv), argnums=(0, 1))(x, kernel)
+  got = jax.jit(jax.grad(loss(layers.shifted_sum_conv), argnums=(0, 1)))(x, kernel)
+  for g, w_ in zip(got, want, strict=True):
+    np.testing.assert_allclose(g, w_, rtol=1e-4, atol=1e-4 * float(jnp.abs(w_).max()))
+
+
+@pytest.mark.parametrize("out_channels", [1, 3])
+def test_decoder_output_conv_has_the_parameters_of_nn_conv(out_channels):
+  z = jax.random.normal(jax.random.PRNGKey(8), (2, 4, 4, 8))
+  decoder = layers.Decoder((4, 8), out_channels=out_channels)
+  params = decoder.init(jax.random.PRNGKey(9), z)["params"]
+  assert params["Conv_0"]["kernel"].shape == (3, 3, 4, out_channels)
+  # The output layer alone against nn.Conv initialised with the same key.
+  features = jax.random.normal(jax.random.PRNGKey(10), (2, 16, 16, 4))
+  ref = nn.Conv(out_channels, (3, 3))
+  ref_params = ref.init(jax.random.PRNGKey(11), features)
+  layer = layers.OneOutputConv() if out_channels == 1 else nn.Conv(out_channels, (3, 3))
+  layer_params = layer.init(jax.random.PRNGKey(11), features)
+  jax.tree.map(np.testing.assert_array_equal, layer_params, ref_params)
+  np.testing.assert_allclose(layer.apply(layer_params, features), ref.apply(ref_params, features),
+                             rtol=1e-5, atol=1e-5)
