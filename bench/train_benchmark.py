@@ -1,9 +1,10 @@
 """Training, input-pipeline and evaluation throughput, JAX against a PyTorch twin.
 
-    python bench/train_benchmark.py [--repeats=5] [--window_steps=3] [--data_dir=/tmp/bench_tfds]
+    python bench/train_benchmark.py [--repeats=5] [--window_steps=3] \
+        [--predict_workdir=runs/vae] [--data_dir=/tmp/bench_tfds]
 
-Writes docs/benchmarks.md and docs/figures/benchmark_throughput.png (about 11
-minutes on the shared 2 cores at load ~8; --noablations takes about half).
+Writes docs/benchmarks.md and docs/figures/benchmark_throughput.png (about 15
+minutes on the idle 2 cores; --noablations skips the settings phase).
 
 Why it is built this way:
   * Each framework runs in its own worker process, so each gets its own peak
@@ -15,10 +16,18 @@ Why it is built this way:
   * Training throughput is measured on a fixed device-resident batch: it is the
     train step alone. The input pipeline is measured on its own and must be
     faster, otherwise it, not the step, bounds training.
-  * Extra JAX workers (1, 2 and 8 devices, no buffer donation) and PyTorch
-    workers (channels-last, 1 thread) measure the effect of each setting tried,
-    in the same run: in a later phase, interleaved with the two defaults again,
-    so the headline rounds run with only two worker processes alive.
+  * Where the step's time goes: forward against forward + backward, and a
+    jax.profiler trace grouped by kind of operation.
+  * Settings and changes, AE, in a later phase interleaved with the two defaults
+    again (so the headline rounds run with only two worker processes alive):
+    extra JAX workers (1, 2 and 8 devices, no buffer donation, XLA library
+    options, and each speed change of benchmark_report.CHANGES undone with
+    --undo) and PyTorch workers (channels-last, 1 thread, the JAX models'
+    upsampling rewrite).
+  * Peak memory: a fresh worker per model and framework (and per memory change
+    undone) that trains that model alone, as a training process would.
+  * With --predict_workdir, bench/predict_benchmark.py's stage table of a raw
+    scan to its report joins the report.
 """
 
 import json
@@ -64,6 +73,7 @@ flags.DEFINE_integer("threads", 2, "PyTorch worker: intra-op threads (one per co
 FLAGS = flags.FLAGS
 
 MODELS = benchmark_report.MODELS
+FRESH_DEFAULT = benchmark_report.FRESH_DEFAULT
 GEMM_SIZE = 2048
 _REPLY = "@@BENCH@@"
 
@@ -512,20 +522,16 @@ def run_benchmark():
 
   _log("profile: forward / forward+backward, and by kind of operation")
   profile = {name: workers["jax"]("profile", name=name, repeats=FLAGS.repeats) for name in MODELS}
-  op_profile = {name: workers["jax"]("op_profile", name=name)["seconds_per_step"]
-                for name in MODELS}
+  op_profile = _op_profile_phase()
   _log("GEMM peak")
   gemm = {**workers["jax"]("gemm"), **workers["torch"]("gemm")}
   versions = {**workers["jax"]("versions"), **workers["torch"]("versions")}
-  _log("input pipeline")
-  pipeline = workers["jax"]("pipeline", batches=20)
-  _log("evaluation")
-  evaluation = workers["jax"]("evaluate")
 
   # Settings tried, AE only, in a phase of their own (their worker processes do not exist
   # during the headline), interleaved with the two defaults as the baseline of this phase.
   if FLAGS.ablations:
-    variants = {"jax, resize + conv upsampling (before)": ("--worker=jax", "--devices=4",
+    variants = {FRESH_DEFAULT: ("--worker=jax", "--devices=4"),
+                "jax, resize + conv upsampling (before)": ("--worker=jax", "--devices=4",
                                                            "--undo=upsample_conv"),
                 "jax, nn.Conv output layer (before)": ("--worker=jax", "--devices=4",
                                                        "--undo=one_output_conv"),
@@ -553,6 +559,12 @@ def run_benchmark():
         windows.setdefault((label, "ae_settings"), []).append(result["seconds"])
         if "cache_size" in result:
           cache_sizes[label, "ae_settings"] = result["cache_size"]
+  # After the settings phase: the pipeline's reader threads must not share the cores
+  # with the default worker's timed windows there.
+  _log("input pipeline")
+  pipeline = workers["jax"]("pipeline", batches=20)
+  _log("evaluation")
+  evaluation = workers["jax"]("evaluate")
   for worker in workers.values():
     worker.close()
   memory = _memory_phase()
@@ -575,6 +587,21 @@ def run_benchmark():
                  repeats=FLAGS.repeats, ablation_repeats=FLAGS.ablation_repeats,
                  python=platform.python_version())
   return results
+
+
+def _op_profile_phase():
+  """The step's thread time by kind of operation, traced in a worker of its own.
+
+  The profiler is started and stopped in a separate process so that no trace
+  state can touch the timed workers.
+  """
+  worker = Worker("jax profile", "--worker=jax", "--devices=4", "--noflops")
+  seconds = {}
+  for name in MODELS:
+    worker("setup", name=name)
+    seconds[name] = worker("op_profile", name=name)["seconds_per_step"]
+  worker.close()
+  return seconds
 
 
 def _memory_phase():
