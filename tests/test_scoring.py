@@ -1,5 +1,8 @@
 """The residual an anomaly map is made of: chosen by modality unless the config names one."""
 
+import logging
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -66,3 +69,24 @@ def test_threshold_scorer_on_three_channels_scores_the_flair_channel_alone():
 def test_wrong_score_channels_end_with_one_line(score_channels, message):
   with pytest.raises(UserError, match=message):
     config_checks.check(_three_channel_config(score_channels))
+
+
+def test_scorer_compiles_once_for_every_volume_of_a_shape(caplog):
+  """A folder of scans reuses one compiled scorer: no compilation after the first volume of
+  a shape (checked with jax.log_compiles; a volume of another slice count would compile)."""
+  config = vae.get_config()
+  config.dataset.resolution = 32
+  config.model.channels = (8, 16)
+  model = create_model(config)
+  scorer = scoring.scorer_for(model, config)
+  state = scorer.place(create_train_state(model, config))
+  rng = np.random.default_rng(0)
+  volume = lambda n=12: (rng.random((n, 32, 32, 1), np.float32), np.ones((n, 32, 32, 1), bool))
+  scorer(state, *volume())
+  with jax.log_compiles(), caplog.at_level(logging.DEBUG):
+    for _ in range(3):
+      reconstruction, anomaly = scorer(state, *volume())
+  compiles = [r for r in caplog.records if "Compiling" in r.getMessage()]
+  assert not compiles, [r.getMessage() for r in compiles]
+  assert scorer.compiled_versions() == 1
+  assert reconstruction.shape == (12, 32, 32, 1) and anomaly.shape[0] == 12
