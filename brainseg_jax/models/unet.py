@@ -10,7 +10,8 @@ As in the published network: two 3x3 convolutions per level, each followed by
 swish and group norm, with weight-standardised kernels; 2x2 average pooling
 down; the width doubles at each level; a linear 1x1 convolution out. Upsampling
 is a nearest-neighbour resize and a 3x3 convolution instead of the paper's 2x2
-transposed convolution, whose backward pass was ~3x slower on XLA:CPU.
+transposed convolution, whose backward pass was ~3x slower on XLA:CPU; the pair
+is computed at the low resolution (`layers.upsample_conv`).
 Padding is zero ("SAME"; the paper reflects): at the image border, outside
 the brain, the images are zero anyway.
 """
