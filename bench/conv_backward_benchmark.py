@@ -19,16 +19,24 @@ machine's load. One device (this process's default), float32.
 A second table times forward + both gradients in bfloat16 against float32, and a
 2048^2 GEMM in each: whether XLA:CPU turns this CPU's AVX512-BF16 into speed,
 the precondition for a mixed-precision switch.
+
+A third table times the layer rewrites the models use, against the layers they
+replace, forward and forward + both gradients: the decoder's resize + 3x3 conv
+against `layers.upsample_conv` (every AE/VAE decoder shape), and the one-channel
+output conv against `layers.shifted_sum_conv`.
 """
 
 import argparse
 import os
 import statistics
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _DN = ("NHWC", "HWIO", "NHWC")
 # (name, batch per device, size, in, out, stride): the models' 3x3 convolutions.
@@ -186,12 +194,55 @@ def precision_rows(repeats):
   return rows
 
 
+def _resize_then_conv(x, w):
+  n, h, width, c = x.shape
+  up = jax.image.resize(x, (n, 2 * h, 2 * width, c), method="nearest")
+  return forward(up, w, 1)
+
+
+# (name, batch per device, input size, in, out): the AE/VAE decoder's upsampling layers.
+UPSAMPLING_SHAPES = (("decoder 8 -> 16 px", 8, 8, 128, 128),
+                     ("decoder 16 -> 32 px", 8, 16, 128, 64),
+                     ("decoder 32 -> 64 px", 8, 32, 64, 32),
+                     ("decoder 64 -> 128 px", 8, 64, 32, 16))
+
+
+def rewrite_rows(repeats):
+  """(label, ms of the plain layer and of the rewrite: forward, forward + both gradients)."""
+  from brainseg_jax.models import layers
+  cases = [(f"{name} ({n}, {size}, {cin} -> {cout}): resize + conv vs upsample_conv",
+            _resize_then_conv, layers.upsample_conv, (n, size, size, cin), (3, 3, cin, cout))
+           for name, n, size, cin, cout in UPSAMPLING_SHAPES]
+  cases.append(("output conv (8, 128, 16 -> 1): conv vs shifted_sum_conv",
+                lambda x, w: forward(x, w, 1), layers.shifted_sum_conv, (8, 128, 128, 16),
+                (3, 3, 16, 1)))
+  rows = []
+  for label, plain, rewrite, x_shape, w_shape in cases:
+    x = jax.random.normal(jax.random.key(0), x_shape)
+    w = 0.1 * jax.random.normal(jax.random.key(1), w_shape)
+    timed = []
+    for fn in (plain, rewrite):
+      def forward_backward(x, w, fn=fn):
+        y, vjp = jax.vjp(fn, x, w)
+        return vjp(y)
+      timed += [_median_seconds(jax.jit(fn), (x, w), repeats),
+                _median_seconds(jax.jit(forward_backward), (x, w), repeats)]
+    error = float(jnp.max(jnp.abs(plain(x, w) - rewrite(x, w))) / jnp.max(jnp.abs(plain(x, w))))
+    if error > 1e-4:
+      raise AssertionError(f"{label}: the rewrite differs by {error:.1e} (relative)")
+    rows.append((label, *(1e3 * t for t in timed)))
+  return rows
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--repeats", type=int, default=15)
   parser.add_argument("--output", default="")
   args = parser.parse_args()
-  lines = [f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, jax {jax.__version__}, "
+  lines = ["# Convolution gradients and precision on XLA:CPU", "",
+           "Made by `python bench/conv_backward_benchmark.py --output=docs/conv_backward.md` "
+           "(see its docstring for the variants); the variants of each shape are interleaved.", "",
+           f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, jax {jax.__version__}, "
            f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} at the start; "
            f"median of {args.repeats} interleaved calls, ms (GFLOP/s of the forward in brackets).",
            "", "| layer (batch, size, in -> out, stride) | forward | dW XLA | dW im2col GEMM | "
@@ -213,6 +264,12 @@ def main():
       lines.append(f"| {label} | {f32:.0f} | | |")
     else:
       lines.append(f"| {label} | {f32:.1f} | {bf16:.1f} | {bf16 / f32:.2f}x |")
+  lines += ["", "The layer rewrites the models use, against the layers they replace (ms; "
+            "one device, interleaved medians):", "",
+            "| layer | plain forward | rewrite forward | plain fwd + grads | rewrite fwd + grads |",
+            "|---|---:|---:|---:|---:|"]
+  for label, plain_f, plain_fb, new_f, new_fb in rewrite_rows(args.repeats):
+    lines.append(f"| {label} | {plain_f:.1f} | {new_f:.1f} | {plain_fb:.1f} | {new_fb:.1f} |")
   text = "\n".join(lines) + "\n"
   print(text)
   if args.output:
