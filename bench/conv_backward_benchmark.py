@@ -264,8 +264,9 @@ def main():
       lines.append(f"| {label} | {f32:.0f} | | |")
     else:
       lines.append(f"| {label} | {f32:.1f} | {bf16:.1f} | {bf16 / f32:.2f}x |")
-  lines += ["", "The layer rewrites the models use, against the layers they replace (ms; "
-            "one device, interleaved medians):", "",
+  lines += ["", "The layer rewrites the models use, against the layers they replace (ms; one "
+            "device, median of repeated calls, the plain layer timed just before its rewrite):",
+            "",
             "| layer | plain forward | rewrite forward | plain fwd + grads | rewrite fwd + grads |",
             "|---|---:|---:|---:|---:|"]
   for label, plain_f, plain_fb, new_f, new_fb in rewrite_rows(args.repeats):

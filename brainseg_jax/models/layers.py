@@ -74,9 +74,9 @@ def upsample_conv(x, kernel):
   puts them in place and the first and last row and column (the padding's) are
   cropped. That is 16 instead of 36 multiply-adds per input pixel and channel
   pair, the upsampled input is never built, and the wider convolution suits
-  XLA:CPU's kernels better. Measured on one core, 8 images of 64 -> 128 px,
-  32 -> 16 channels: forward 4.4 vs 15.8 ms, forward + both gradients 30 vs
-  111 ms (docs/benchmarks.md has the whole train step). The zero padding of the
+  XLA:CPU's kernels better. Measured (docs/conv_backward.md), 8 images of
+  64 -> 128 px, 32 -> 16 channels: forward 4.0 vs 14.0 ms, forward + both
+  gradients 17.7 vs 76.8 ms; the AE train step 1.45x (docs/benchmarks.md). The zero padding of the
   input is exactly the upsampled image's "SAME" padding. It is a separate
   `jnp.pad` before a "VALID" convolution because XLA:CPU's gradient of the
   explicitly padded convolution was ~5x slower here.
@@ -106,9 +106,9 @@ def shifted_sum_conv(x, kernel):
   multiplied by all nine taps at once (a (C_in, 9 C_out) matrix), and output
   pixel (h, w) sums tap (i, j)'s map at (h + i - 1, w + j - 1). Worth it only for
   very few outputs, where XLA:CPU's convolution kernels idle: the decoder's
-  single output channel at 128 px, 8 images, 16 -> 1: forward 1.0 vs 5.5 ms,
-  forward + gradients 11.6 vs 17.8 ms on one core (wider outputs ran slower); the
-  whole AE train step 1.01-1.05x faster (docs/benchmarks.md, an interleaved A/B).
+  single output channel at 128 px, 8 images, 16 -> 1: forward 1.0 vs 3.4 ms,
+  forward + gradients 4.0 vs 12.7 ms (docs/conv_backward.md; wider outputs ran
+  slower); the whole AE train step 1.01-1.05x faster (docs/benchmarks.md).
   """
   b, h, w, c_in = x.shape
   c_out = kernel.shape[-1]
