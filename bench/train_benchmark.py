@@ -262,7 +262,9 @@ class JaxWorker:
     state = m["state"]
     kinds = {}
     for line in m["step"].lower(state, m["batch"]).compile().as_text().splitlines():
-      match = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = \S+ (\w[\w\-]*)\(", line)
+      # "%name = shape opcode(": the shape may be a tuple (the gradient all-reduce, fusions
+      # with several outputs).
+      match = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = (?:\([^()]*\)|\S+) (\w[\w\-]*)\(", line)
       if match:
         kinds[match.group(1)] = _op_kind(match.group(1), match.group(2), line)
     with tempfile.TemporaryDirectory() as trace_dir:
@@ -343,7 +345,7 @@ class JaxWorker:
 
 
 def _op_kind(name, opcode, line) -> str:
-  """One of benchmark_report.OP_KINDS for an instruction of the optimised HLO."""
+  """The kind of operation (a row of the report's profile table) of an optimised-HLO op."""
   if opcode == "all-reduce" or name.startswith("all-reduce"):
     return "gradient all-reduce between devices"
   if opcode in ("convolution", "dot") or "ynn_fusion" in line or "xnn_fusion" in line:
@@ -531,12 +533,10 @@ def run_benchmark():
   # during the headline), interleaved with the two defaults as the baseline of this phase.
   if FLAGS.ablations:
     variants = {FRESH_DEFAULT: ("--worker=jax", "--devices=4"),
-                "jax, resize + conv upsampling (before)": ("--worker=jax", "--devices=4",
-                                                           "--undo=upsample_conv"),
-                "jax, nn.Conv output layer (before)": ("--worker=jax", "--devices=4",
-                                                       "--undo=one_output_conv"),
-                "torch, upsampling as the JAX models compute it": (
-                    "--worker=torch", "--fused_upsample", f"--threads={FLAGS.threads}"),
+                **{label: ("--worker=jax", "--devices=4", f"--undo={change}")
+                   for change, label in benchmark_report.SPEED_CHANGES.items()},
+                benchmark_report.TORCH_FUSED: ("--worker=torch", "--fused_upsample",
+                                               f"--threads={FLAGS.threads}"),
                 "jax, 1 device": ("--worker=jax", "--devices=1"),
                 "jax, 2 devices": ("--worker=jax", "--devices=2"),
                 "jax, 8 devices": ("--worker=jax", "--devices=8"),
