@@ -30,7 +30,7 @@ def score_site(workdir: str, scans_dir: str):
   """Per scan: healthy-voxel scores (brain minus lesion), in scan order."""
 
   from brainseg_jax import predict
-  from data_prep import pipeline
+  from data_prep import pipeline, qc
 
   scorer = predict.ScanScorer(workdir)
   healthy = {}
@@ -39,7 +39,7 @@ def score_site(workdir: str, scans_dir: str):
     mask = os.path.join(scans_dir, "wmh", f"{name}_FL_DLWMLS.nii.gz")
     start = time.time()
     prepared = pipeline.preprocess(path, scorer.prep, anomaly_mask_path=mask)
-    problems = prepared.qc.flag_reasons(scorer.channels[0]) if prepared.qc is not None else []
+    problems = qc.problems(prepared.qc, scorer.channels[0])
     if problems:  # as calibrate does: a wrongly registered scan is not a site's healthy scan
       print(f"{name}: left out, registration QC failed: {'; '.join(problems)}", flush=True)
       continue

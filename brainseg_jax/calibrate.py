@@ -24,6 +24,7 @@ from absl import flags, logging
 
 from brainseg_jax import cli, metrics, predict, thresholds
 from brainseg_jax.errors import UserError
+from data_prep import qc
 
 FLAGS = flags.FLAGS
 
@@ -43,7 +44,7 @@ def calibrate(workdir: str, healthy: str, name: str, registration: str = "affine
     prepared = scan_scorer.preprocess(path)
     # A scan registered wrongly would set the site's threshold on scalp and skull.
     modality = scan_scorer.channels[0]
-    problems = prepared.qc.flag_reasons(modality) if prepared.qc is not None else []
+    problems = qc.problems(prepared.qc, modality)
     if problems:
       raise UserError(f"{path}: registration QC failed ({'; '.join(problems)}); not used")
     volume, _, anomaly = scan_scorer.score(prepared)

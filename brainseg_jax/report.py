@@ -15,6 +15,7 @@ from scipy import ndimage
 
 from brainseg_jax.thresholds import Threshold
 from data_prep.qc import RegistrationQC
+from data_prep.qc import problems as qc_problems
 
 # A scan flagged beyond this multiple of the promised fraction gets a warning.
 WARNING_FACTOR = 3.0
@@ -46,7 +47,7 @@ def scan_report(scan_path: str, threshold: Threshold, flagged_fraction: float,
   `modality`: of the registered scan, for the registration QC rule.
   """
   lesions = lesion_components(prediction)
-  qc_reasons = registration_qc.flag_reasons(modality) if registration_qc is not None else []
+  qc_reasons = qc_problems(registration_qc, modality)
   report = {
       "scan": scan_path,
       "threshold": threshold.value,

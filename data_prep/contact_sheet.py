@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from data_prep import cache, grid  # noqa: E402
+from data_prep import cache, grid, qc  # noqa: E402
 from data_prep.atomic import atomic_path  # noqa: E402
 from data_prep.pipeline import Preprocessed  # noqa: E402
 
@@ -23,7 +23,7 @@ _MAX_THREE_VIEW = 12
 
 def _title(ax, name: str, result: Preprocessed, modality: str):
   """The subject's name; red, with the reason, when its registration failed QC."""
-  reasons = result.qc.flag_reasons(modality) if result.qc is not None else []
+  reasons = qc.problems(result.qc, modality)
   ax.set_title(name + ("\nQC: " + reasons[0][:40] if reasons else ""), fontsize=6,
                color="red" if reasons else "black")
 

@@ -127,6 +127,12 @@ class RegistrationQC:
     return cls(**{n: float(arrays[prefix + n]) for n in names})
 
 
+def problems(registration_qc: RegistrationQC | None, modality: str) -> list[str]:
+  """Why a `modality` scan's registration is not trusted; empty if it passes or was not
+  measured (caches and reports made before the QC existed)."""
+  return registration_qc.flag_reasons(modality) if registration_qc is not None else []
+
+
 def max_rim_dark_excess(modality: str) -> float:
   return MAX_RIM_DARK_EXCESS.get(modality, MAX_RIM_DARK_EXCESS_OTHER)
 

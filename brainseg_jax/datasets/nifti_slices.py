@@ -128,12 +128,10 @@ class NiftiSlicesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
 
   def _leave_out_failed_registrations(self):
     """Volumes whose registration QC fails move from `done` to `skipped`, with the reason."""
-    from data_prep import cache  # imported here: see the module docstring
+    from data_prep import cache, qc  # imported here: see the module docstring
     summary = self.prep_summary
     for subject_id, path in sorted(summary.done.items()):
-      registration_qc = cache.load(path).qc
-      reasons = (registration_qc.flag_reasons(self.builder_config.modality)
-                 if registration_qc is not None else [])
+      reasons = qc.problems(cache.load(path).qc, self.builder_config.modality)
       if reasons:
         del summary.done[subject_id]
         summary.skipped[subject_id] = f"registration QC failed: {'; '.join(reasons)}"
