@@ -7,6 +7,12 @@ Starting again with the same workdir resumes training from its latest
 checkpoint; a finished run goes straight to evaluation.
 """
 
+if __name__ == "__main__":
+  # Before JAX is imported: the process restarts itself once with malloc set for
+  # XLA's per-step buffers (huge pages; see brainseg_jax/host_memory.py).
+  from brainseg_jax import host_memory
+  host_memory.restart_with_huge_pages()
+
 import jax
 from absl import logging
 

@@ -38,11 +38,18 @@ CHANGES = {
     "jitted_init": "initial train state built by one jitted function "
                    "(`models.create_train_state`)",
     "lazy_imports": "training no longer imports SimpleITK (preprocessing imported where used)",
+    "huge_pages": "malloc asks for huge pages for XLA's per-step buffers "
+                  "(`host_memory.restart_with_huge_pages`)",
+    "release_freed_heap": "the compiler's freed memory handed back to the OS before the first "
+                          "step (`train.compile_ahead`)",
 }
 # Speed changes: the settings-phase label of the JAX worker with that change undone.
 SPEED_CHANGES = {"upsample_conv": "jax, resize + conv upsampling (before)",
-                 "one_output_conv": "jax, nn.Conv output layer (before)"}
-MEMORY_CHANGES = ("jitted_init", "lazy_imports")
+                 "one_output_conv": "jax, nn.Conv output layer (before)",
+                 "huge_pages": "jax, malloc without huge pages (before)"}
+MEMORY_CHANGES = ("jitted_init", "lazy_imports", "huge_pages", "release_freed_heap")
+# The twin under the same malloc setting as the JAX training process.
+TORCH_HUGE_PAGES = "torch, malloc with huge pages (as the JAX process)"
 
 
 # -------------------------------------------------------------------------------- numbers

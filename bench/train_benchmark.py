@@ -24,6 +24,10 @@ Why it is built this way:
     options, and each speed change of benchmark_report.CHANGES undone with
     --undo) and PyTorch workers (channels-last, 1 thread, the JAX models'
     upsampling rewrite).
+  * JAX workers start with the malloc setting of a training process (launch.py
+    restarts itself with glibc's huge-page tunable: brainseg_jax/host_memory.py)
+    and compile ahead as train.py does; the twin gets that setting too as one of
+    the settings.
   * Peak memory: a fresh worker per model and framework (and per memory change
     undone) that trains that model alone, as a training process would.
   * With --predict_workdir, bench/predict_benchmark.py's stage table of a raw
@@ -45,6 +49,7 @@ sys.path.insert(0, ROOT)
 from absl import app, flags  # noqa: E402
 
 from bench import benchmark_report  # noqa: E402
+from brainseg_jax import host_memory  # noqa: E402
 
 flags.DEFINE_integer("repeats", 5, "Timed windows per framework and model (medians reported).")
 flags.DEFINE_integer("window_steps", 3, "Train steps per timed window.")
@@ -144,6 +149,11 @@ def _undo(change):
     models.create_train_state = eager_init
   elif change == "lazy_imports":
     import SimpleITK  # noqa: F401  (what training imported before)
+  elif change == "huge_pages":
+    pass  # the parent started this worker without the malloc tunable (Worker)
+  elif change == "release_freed_heap":
+    from brainseg_jax import host_memory
+    host_memory.release_freed_heap = lambda: None
   else:
     raise ValueError(f"unknown change {change!r}: expected one of {list(benchmark_report.CHANGES)}")
 
@@ -187,21 +197,25 @@ class JaxWorker:
       flops = float(cost["flops"])
 
     state = jax.device_put(host_state, parallel.replicated(self.mesh))
+    del host_state
+    host_memory.release_freed_heap()  # as train.py
     batch = jax.device_put(batch_np, parallel.batch_sharded(self.mesh))
     if FLAGS.donate:
       step = train.jit_train_step(model, self.mesh)
     else:
       replicated = parallel.replicated(self.mesh)
-      step = jax.jit(model.train_step, in_shardings=(replicated, parallel.batch_sharded(self.mesh)),
+      step = jax.jit(model.train_step, static_argnums=2,
+                     in_shardings=(replicated, parallel.batch_sharded(self.mesh)),
                      out_shardings=(replicated, replicated))
     start = time.perf_counter()
-    state, metrics = step(state, batch)
+    train.compile_ahead(step, state, batch)
+    state, metrics = step(state, batch, 0)
     jax.block_until_ready(metrics)
     first = time.perf_counter() - start
     second_times = []
     for _ in range(FLAGS.warmup_steps):
       start = time.perf_counter()
-      state, metrics = step(state, batch)
+      state, metrics = step(state, batch, 0)
       jax.block_until_ready(metrics)
       second_times.append(time.perf_counter() - start)
     self.models[name] = dict(model=model, step=step, state=state, batch=batch, config=config)
@@ -213,7 +227,7 @@ class JaxWorker:
     state = m["state"]
     start = time.perf_counter()
     for _ in range(steps):
-      state, metrics = m["step"](state, m["batch"])
+      state, metrics = m["step"](state, m["batch"], 0)
     self.jax.block_until_ready((state, metrics))
     seconds = time.perf_counter() - start
     m["state"] = state
@@ -261,7 +275,7 @@ class JaxWorker:
     m = self.models[name]
     state = m["state"]
     kinds = {}
-    for line in m["step"].lower(state, m["batch"]).compile().as_text().splitlines():
+    for line in m["step"].lower(state, m["batch"], 0).compile().as_text().splitlines():
       # "%name = shape opcode(": the shape may be a tuple (the gradient all-reduce, fusions
       # with several outputs).
       match = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = (?:\([^()]*\)|\S+) (\w[\w\-]*)\(", line)
@@ -270,7 +284,7 @@ class JaxWorker:
     with tempfile.TemporaryDirectory() as trace_dir:
       with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
         for _ in range(steps):
-          state, metrics = m["step"](state, m["batch"])
+          state, metrics = m["step"](state, m["batch"], 0)
         jax.block_until_ready((state, metrics))
       (trace,) = glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True)
       with gzip.open(trace) as f:
@@ -455,10 +469,15 @@ class Worker:
 
   def __init__(self, label, *args):
     self.label = label
+    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # Malloc as a training process has it (launch.py restarts itself with it): JAX workers
+    # unless that change is undone; the twin only where asked for.
+    if (("--worker=jax" in args and "--undo=huge_pages" not in args)
+        or benchmark_report.TORCH_HUGE_PAGES == label):
+      env = host_memory.with_huge_pages(env)
     self.process = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), *args], cwd=ROOT, text=True,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
     self._read()
 
   def _read(self):
@@ -537,6 +556,7 @@ def run_benchmark():
                    for change, label in benchmark_report.SPEED_CHANGES.items()},
                 benchmark_report.TORCH_FUSED: ("--worker=torch", "--fused_upsample",
                                                f"--threads={FLAGS.threads}"),
+                benchmark_report.TORCH_HUGE_PAGES: ("--worker=torch", f"--threads={FLAGS.threads}"),
                 "jax, 1 device": ("--worker=jax", "--devices=1"),
                 "jax, 2 devices": ("--worker=jax", "--devices=2"),
                 "jax, 8 devices": ("--worker=jax", "--devices=8"),

@@ -9,6 +9,11 @@ data), next to the intensity baseline. Runs already trained in
 rerun after an interruption.
 """
 
+if __name__ == "__main__":
+  # Before JAX is imported, as in launch.py (see brainseg_jax/host_memory.py).
+  from brainseg_jax import host_memory
+  host_memory.restart_with_huge_pages()
+
 import json
 import os
 import shlex
