@@ -1,9 +1,9 @@
 """Training, input-pipeline and evaluation throughput, JAX against a PyTorch twin.
 
-    python bench/train_benchmark.py [--repeats=5] [--window_steps=3] \
+    python bench/train_benchmark.py [--repeats=4] [--window_steps=10] \
         [--predict_workdir=runs/vae] [--data_dir=/tmp/bench_tfds]
 
-Writes docs/benchmarks.md and docs/figures/benchmark_throughput.png (about 15
+Writes docs/benchmarks.md and docs/figures/benchmark_throughput.png (about 24
 minutes on the idle 2 cores; --noablations skips the settings phase).
 
 Why it is built this way:
