@@ -51,8 +51,8 @@ from absl import app, flags  # noqa: E402
 from bench import benchmark_report  # noqa: E402
 from brainseg_jax import host_memory  # noqa: E402
 
-flags.DEFINE_integer("repeats", 5, "Timed windows per framework and model (medians reported).")
-flags.DEFINE_integer("window_steps", 3, "Train steps per timed window.")
+flags.DEFINE_integer("repeats", 4, "Timed windows per framework and model (medians reported).")
+flags.DEFINE_integer("window_steps", 10, "Train steps per timed window.")
 flags.DEFINE_integer("warmup_steps", 2, "Untimed steps after compilation.")
 flags.DEFINE_string("data_dir", "/tmp/bench_tfds", "TFDS data dir (synthetic_brain built there).")
 flags.DEFINE_integer("ablation_repeats", 3, "Timed windows per setting tried.")
