@@ -42,7 +42,7 @@ def compile_ahead(train_step, state, batch, stage: int = 0) -> None:
   The compiled step goes into jit's own cache, so the call that follows runs it
   without compiling again. Compiling apart lets the compiler's freed heap go back
   to the OS (host_memory.release_freed_heap) before the step allocates its
-  buffers: the AE's training process peaked ~180 MB lower.
+  buffers: a training process peaks 206-271 MB lower (docs/benchmarks.md).
   """
   train_step.lower(state, batch, stage).compile()
   host_memory.release_freed_heap()
