@@ -152,7 +152,6 @@ def _undo(change):
   elif change == "huge_pages":
     pass  # the parent started this worker without the malloc tunable (Worker)
   elif change == "release_freed_heap":
-    from brainseg_jax import host_memory
     host_memory.release_freed_heap = lambda: None
   else:
     raise ValueError(f"unknown change {change!r}: expected one of {list(benchmark_report.CHANGES)}")
@@ -198,7 +197,6 @@ class JaxWorker:
 
     state = jax.device_put(host_state, parallel.replicated(self.mesh))
     del host_state
-    host_memory.release_freed_heap()  # as train.py
     batch = jax.device_put(batch_np, parallel.batch_sharded(self.mesh))
     if FLAGS.donate:
       step = train.jit_train_step(model, self.mesh)

@@ -68,7 +68,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh):
   builder = input_pipeline.get_builder(config.dataset)
   state = create_train_state(model, config)
   state = jax.device_put(state, parallel.replicated(mesh))
-  host_memory.release_freed_heap()  # what compiling the initialisation left behind
 
   checkpointer = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
   if checkpointer.latest_step() is not None:

@@ -10,10 +10,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 glibc_only = pytest.mark.skipif(not host_memory.is_glibc(), reason="glibc's malloc only")
 
 
-def run_python(code, **env):
+def run_python(code, *args, **env):
+  """stdout of `python -c code args...` started without GLIBC_TUNABLES."""
   environ = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
-  return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                        check=True, env={**environ, **env}).stdout.split()
+  return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True,
+                        text=True, check=True, env={**environ, **env}).stdout
 
 
 def test_huge_pages_tunable_is_added_once_and_keeps_the_others():
@@ -28,12 +29,9 @@ def test_process_restarts_once_with_the_tunable_and_its_arguments():
   code = ("import os, sys; print('run', os.environ.get('GLIBC_TUNABLES', '-'));"
           "from brainseg_jax import host_memory; host_memory.restart_with_huge_pages();"
           "print('after', sys.argv[1:])")
-  out = subprocess.run([sys.executable, "-c", code, "--x=1"], cwd=ROOT, capture_output=True,
-                       text=True, check=True,
-                       env={k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
-                       ).stdout.splitlines()
-  assert out == ["run -", "run glibc.malloc.hugetlb=1", "after ['--x=1']"]
-  assert run_python(code, BRAINSEG_NO_RESTART="1") == ["run", "-", "after", "[]"]
+  assert run_python(code, "--x=1").splitlines() == [
+      "run -", "run glibc.malloc.hugetlb=1", "after ['--x=1']"]
+  assert run_python(code, BRAINSEG_NO_RESTART="1").splitlines() == ["run -", "after []"]
 
 
 def _transparent_huge_pages_possible():
@@ -53,8 +51,8 @@ def test_restarted_process_gets_a_large_buffer_in_huge_pages():
           "ctypes.memset(libc.malloc(2**28), 1, 2**28);"  # plain malloc, as XLA's
           "print([int(line.split()[1]) for line in open('/proc/self/smaps_rollup')"
           " if line.startswith('AnonHugePages')][0])")
-  with_tunable = int(run_python(code)[0])
-  without = int(run_python(code, BRAINSEG_NO_RESTART="1")[0])
+  with_tunable = int(run_python(code))
+  without = int(run_python(code, BRAINSEG_NO_RESTART="1"))
   assert with_tunable >= 128 * 1024, with_tunable  # kB: at least half the buffer
   assert without < 32 * 1024, without
 
@@ -66,5 +64,5 @@ def test_release_freed_heap_hands_freed_memory_back():
           "blocks = [bytearray(64 * 1024) for _ in range(4000)]; keep = bytearray(64 * 1024);"
           "del blocks; gc.collect(); before = rss(); host_memory.release_freed_heap();"
           "print(before, rss())")
-  before, after = map(int, run_python(code))
+  before, after = map(int, run_python(code).split())
   assert before - after >= 150, (before, after)  # MB of the 250 MB freed

@@ -8,6 +8,7 @@ new module and one line in `FAMILIES`.
 import jax
 import ml_collections
 
+from brainseg_jax import host_memory
 from brainseg_jax.datasets import schema
 from brainseg_jax.errors import UserError
 from brainseg_jax.models import ae, dae, fanogan, threshold, unet_dae, vae
@@ -35,7 +36,9 @@ def create_train_state(model: Model, config: ml_collections.ConfigDict):
   """
   shape = (config.dataset.resolution, config.dataset.resolution,
            len(schema.modalities(config.dataset)))
-  return jax.jit(lambda rng: model.create_state(rng, shape))(jax.random.key(config.seed))
+  state = jax.jit(lambda rng: model.create_state(rng, shape))(jax.random.key(config.seed))
+  host_memory.release_freed_heap()  # what compiling the initialisation left behind
+  return state
 
 
 __all__ = ["FAMILIES", "NAMES", "Model", "create_model", "create_train_state"]
