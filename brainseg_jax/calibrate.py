@@ -30,11 +30,14 @@ FLAGS = flags.FLAGS
 
 
 def calibrate(workdir: str, healthy: str, name: str, registration: str = "affine",
-              n4: bool = True) -> dict:
-  """Thresholds from the brain voxels of every readable scan in `healthy`; returns the record."""
+              n4: bool = True, threads: int | None = None) -> dict:
+  """Thresholds from the brain voxels of every readable scan in `healthy`; returns the record.
+
+  `threads`: registration threads per scan (`predict.ScanScorer`; default every core).
+  """
   paths = predict.scan_paths(healthy)
   thresholds.calibration_path(workdir, name)  # a bad name fails before any scan is read
-  scan_scorer = predict.ScanScorer(workdir, registration, n4)
+  scan_scorer = predict.ScanScorer(workdir, registration, n4, threads)
   if len(scan_scorer.channels) > 1:
     raise UserError(f"the model in {workdir} takes {len(scan_scorer.channels)} modalities as "
                     "channels; calibrate reads one scan per subject and supports "

@@ -68,9 +68,12 @@ class ScanScorer:
 
   The scan goes through the training data's preprocessing (`data_prep.pipeline`)
   with the settings saved with the model; one compiled scorer serves every scan.
+  `threads` register it (default: every core of this process; ~1.6x faster on 2
+  cores than one, but only one thread gives bit-reproducible registrations).
   """
 
-  def __init__(self, workdir: str, registration: str = "affine", n4: bool = True):
+  def __init__(self, workdir: str, registration: str = "affine", n4: bool = True,
+               threads: int | None = None):
     from data_prep.config import PrepConfig
 
     self.config = checkpoints.saved_config(workdir)
@@ -80,6 +83,7 @@ class ScanScorer:
     self.prep = PrepConfig(resolution=self.config.dataset.resolution,
                            modality=self.config.dataset.modality, registration=registration,
                            n4=n4)
+    self.threads = threads or len(os.sched_getaffinity(0))
 
   def __call__(self, scan_path: str, brain_mask_path: str | None = None, extra_paths=()):
     """(preprocessed scan, slices as a Volume, reconstruction, anomaly map) of one scan."""
@@ -102,10 +106,10 @@ class ScanScorer:
                       f"({', '.join(self.channels)}): {scan_path} needs "
                       f"{len(self.channels) - 1} further scan(s) of the same session "
                       f"(--extra_inputs, in this order: {wanted}), got {len(extra_paths)}")
-    # One scan at a time: every core registers it (~1.6x faster on 2 cores; the transform
-    # then varies by ~1e-3 between runs, see register.register_affine).
+    # One scan at a time, so by default every core registers it (the transform then varies
+    # by ~1e-3 between runs, see register.register_affine).
     return pipeline.preprocess(scan_path, self.prep, brain_mask_path=brain_mask_path,
-                               extra_images=extra_paths, threads=len(os.sched_getaffinity(0)))
+                               extra_images=extra_paths, threads=self.threads)
 
   def score(self, prepared):
     """(slices as a Volume, reconstruction, anomaly map) of a preprocessed scan."""

@@ -1,13 +1,25 @@
 """Shared fixtures. Several XLA CPU devices must be requested before JAX starts."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  # One compilation cache for the session and every command it runs: the smoke trainings,
+  # predict and eval commands compile the same programs again in each new process (~9 s of
+  # a 19 s VAE smoke run). JAX keys each entry on the program, the devices, the XLA flags
+  # and the versions, so a hit is the executable that process would have compiled.
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="brainseg_jax_tests_xla_")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 from brainseg_jax import parallel  # noqa: E402
 
 parallel.single_threaded_device_kernels()
 
+import functools  # noqa: E402
+import hashlib  # noqa: E402
 import pathlib  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -23,6 +35,57 @@ PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
 def data_dir(tmp_path_factory) -> str:
   """One TFDS data dir for the whole session: each dataset variant is built once."""
   return str(os.environ.get("BRAINSEG_TEST_DATA_DIR") or tmp_path_factory.mktemp("tfds"))
+
+
+_REGISTRATION_MEMO = {"on": True}
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "fresh_registration: register every scan anew (no session memo)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def registrations_memo():
+  """Each scan is registered once per session and in this process, however many tests need it.
+
+  Registering a 1 mm scan takes 8-10 s and a dozen test modules preprocess the
+  same few sample scans. The memo's key is the moving image itself (its voxels
+  and geometry) and every other argument, so a changed preprocessing or
+  registration setting still registers anew; one thread makes the registration
+  bit-reproducible, which the `fresh_registration` tests check without the memo.
+  Subprocesses (the command-line tests) and spawned build workers do not share it.
+  """
+  from data_prep import register
+
+  real = register.register_affine
+  results = {}
+
+  @functools.wraps(real)
+  def memoised(moving, *args, **kwargs):
+    if not _REGISTRATION_MEMO["on"]:
+      return real(moving, *args, **kwargs)
+    import SimpleITK as sitk
+
+    voxels = sitk.GetArrayViewFromImage(moving)
+    key = (hashlib.sha1(voxels.tobytes()).hexdigest(), voxels.dtype.str, voxels.shape,
+           moving.GetOrigin(), moving.GetSpacing(), moving.GetDirection(), args,
+           tuple(sorted(kwargs.items())))
+    if key not in results:
+      results[key] = real(moving, *args, **kwargs)
+    return results[key].copy()
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(register, "register_affine", memoised)
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registration(request):
+  """Tests marked `fresh_registration` run the registration itself."""
+  _REGISTRATION_MEMO["on"] = request.node.get_closest_marker("fresh_registration") is None
+  yield
+  _REGISTRATION_MEMO["on"] = True
 
 
 @pytest.fixture(scope="session")
