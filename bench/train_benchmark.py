@@ -75,6 +75,8 @@ flags.DEFINE_bool("channels_last", False, "PyTorch worker: channels-last memory 
 flags.DEFINE_bool("fused_upsample", False, "PyTorch worker: resize + conv computed as the JAX "
                   "models do (torch_twin.upsample_conv).")
 flags.DEFINE_integer("threads", 2, "PyTorch worker: intra-op threads (one per core).")
+flags.DEFINE_bool("huge_pages", False, "PyTorch worker: started with glibc's huge-page malloc, "
+                  "as JAX workers are (the parent sets the tunable before the process starts).")
 FLAGS = flags.FLAGS
 
 MODELS = benchmark_report.MODELS
@@ -469,9 +471,8 @@ class Worker:
     self.label = label
     env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
     # Malloc as a training process has it (launch.py restarts itself with it): JAX workers
-    # unless that change is undone; the twin only where asked for.
-    if (("--worker=jax" in args and "--undo=huge_pages" not in args)
-        or benchmark_report.TORCH_HUGE_PAGES == label):
+    # unless that change is undone; the twin only where asked for (--huge_pages).
+    if ("--worker=jax" in args and "--undo=huge_pages" not in args) or "--huge_pages" in args:
       env = host_memory.with_huge_pages(env)
     self.process = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), *args], cwd=ROOT, text=True,
@@ -554,7 +555,8 @@ def run_benchmark():
                    for change, label in benchmark_report.SPEED_CHANGES.items()},
                 benchmark_report.TORCH_FUSED: ("--worker=torch", "--fused_upsample",
                                                f"--threads={FLAGS.threads}"),
-                benchmark_report.TORCH_HUGE_PAGES: ("--worker=torch", f"--threads={FLAGS.threads}"),
+                benchmark_report.TORCH_HUGE_PAGES: ("--worker=torch", "--huge_pages",
+                                                    f"--threads={FLAGS.threads}"),
                 "jax, 1 device": ("--worker=jax", "--devices=1"),
                 "jax, 2 devices": ("--worker=jax", "--devices=2"),
                 "jax, 8 devices": ("--worker=jax", "--devices=8"),

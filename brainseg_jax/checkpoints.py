@@ -11,6 +11,7 @@ import asyncio
 import functools
 import gc
 import json
+import logging as std_logging
 import os
 import sys
 import time
@@ -53,6 +54,7 @@ class Checkpointer:
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template_state)
     _silence_orbax_leftovers()
     _quiet_closed_loop_callbacks()
+    _drop_unretrieved_orbax_task_errors()
     try:
       restored = self._manager.restore(
           step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
@@ -136,6 +138,37 @@ def _silence_orbax_leftovers():
 
   hook.drops_orbax_leftovers = True
   sys.unraisablehook = hook
+
+
+def _from_orbax(error: BaseException | None) -> bool:
+  traceback = error.__traceback__ if error is not None else None
+  while traceback is not None:
+    if f"{os.sep}orbax{os.sep}" in traceback.tb_frame.f_code.co_filename:
+      return True
+    traceback = traceback.tb_next
+  return False
+
+
+class _UnretrievedOrbaxTaskErrors(std_logging.Filter):
+  """Drops asyncio's "Task exception was never retrieved" for Orbax's abandoned reads."""
+
+  drops_orbax_task_errors = True
+
+  def filter(self, record):
+    error = record.exc_info[1] if record.exc_info else None
+    return not (record.getMessage().startswith("Task exception was never retrieved")
+                and _from_orbax(error))
+
+
+def _drop_unretrieved_orbax_task_errors():
+  """The asyncio form of `_silence_orbax_leftovers`: when several reads of a broken
+  checkpoint fail at once, Orbax retrieves the first error and asyncio logs each
+  other one, with its traceback and TensorStore spec, when its task is collected
+  (seen under load: the order in which the reads fail depends on timing).
+  """
+  logger = std_logging.getLogger("asyncio")
+  if not any(getattr(f, "drops_orbax_task_errors", False) for f in logger.filters):
+    logger.addFilter(_UnretrievedOrbaxTaskErrors())
 
 
 def _quiet_closed_loop_callbacks():
