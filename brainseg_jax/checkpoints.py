@@ -149,6 +149,9 @@ def _from_orbax(error: BaseException | None) -> bool:
   return False
 
 
+_NEVER_RETRIEVED = ("Task exception was never retrieved", "Future exception was never retrieved")
+
+
 class _UnretrievedOrbaxTaskErrors(std_logging.Filter):
   """Drops asyncio's "Task exception was never retrieved" for Orbax's abandoned reads."""
 
@@ -156,8 +159,7 @@ class _UnretrievedOrbaxTaskErrors(std_logging.Filter):
 
   def filter(self, record):
     error = record.exc_info[1] if record.exc_info else None
-    return not (record.getMessage().startswith("Task exception was never retrieved")
-                and _from_orbax(error))
+    return not (record.getMessage().startswith(_NEVER_RETRIEVED) and _from_orbax(error))
 
 
 def _drop_unretrieved_orbax_task_errors():
