@@ -258,7 +258,7 @@ def _conditions_section(results, n):
       "one run so both saw the same conditions, and every number is a median of "
       f"{n.repeats} windows of {n.window_steps} steps.",
       "Each framework trains each model in a process of its own, as a training process",
-      "does. Runs before 2026-12-01 08:30 UTC set up all three models in one process per",
+      "does. Runs until 2026-12-01 07:37 UTC set up all three models in one process per",
       "framework, which favoured the twin's AE and VAE: after the U-Net's setup, glibc's",
       "heap spared its AE step ~90,000 page faults (0.36 instead of 0.49 s/step, 16,000",
       "instead of 107,000 faults; JAX's step, on huge pages, was unaffected).",
