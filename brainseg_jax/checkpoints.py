@@ -132,7 +132,7 @@ def _silence_orbax_leftovers():
 
   def hook(unraisable):
     code = getattr(unraisable.object, "cr_code", None)
-    if code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename:
+    if code is not None and _in_orbax(code):
       return
     previous(unraisable)
 
@@ -140,10 +140,14 @@ def _silence_orbax_leftovers():
   sys.unraisablehook = hook
 
 
+def _in_orbax(code) -> bool:
+  return f"{os.sep}orbax{os.sep}" in code.co_filename
+
+
 def _from_orbax(error: BaseException | None) -> bool:
   traceback = error.__traceback__ if error is not None else None
   while traceback is not None:
-    if f"{os.sep}orbax{os.sep}" in traceback.tb_frame.f_code.co_filename:
+    if _in_orbax(traceback.tb_frame.f_code):
       return True
     traceback = traceback.tb_next
   return False

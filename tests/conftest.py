@@ -38,14 +38,6 @@ def data_dir(tmp_path_factory) -> str:
   return str(os.environ.get("BRAINSEG_TEST_DATA_DIR") or tmp_path_factory.mktemp("tfds"))
 
 
-_REGISTRATION_MEMO = {"on": True}
-
-
-def pytest_configure(config):
-  config.addinivalue_line(
-      "markers", "fresh_registration: register every scan anew (no session memo)")
-
-
 @pytest.fixture(scope="session", autouse=True)
 def registrations_memo():
   """Each scan is registered once per session and in this process, however many tests need it.
@@ -54,9 +46,11 @@ def registrations_memo():
   same few sample scans. The memo's key is the moving image itself (its voxels
   and geometry) and every other argument, so a changed preprocessing or
   registration setting still registers anew; one thread makes the registration
-  bit-reproducible, which the `fresh_registration` tests check without the memo.
+  bit-reproducible, which the tests using `fresh_registration` check without the memo.
   Subprocesses (the command-line tests) and spawned build workers do not share it.
   """
+  import SimpleITK as sitk
+
   from data_prep import register
 
   real = register.register_affine
@@ -64,10 +58,6 @@ def registrations_memo():
 
   @functools.wraps(real)
   def memoised(moving, *args, **kwargs):
-    if not _REGISTRATION_MEMO["on"]:
-      return real(moving, *args, **kwargs)
-    import SimpleITK as sitk
-
     voxels = sitk.GetArrayViewFromImage(moving)
     key = (hashlib.sha1(voxels.tobytes()).hexdigest(), voxels.dtype.str, voxels.shape,
            moving.GetOrigin(), moving.GetSpacing(), moving.GetDirection(), args,
@@ -81,12 +71,12 @@ def registrations_memo():
     yield
 
 
-@pytest.fixture(autouse=True)
-def _fresh_registration(request):
-  """Tests marked `fresh_registration` run the registration itself."""
-  _REGISTRATION_MEMO["on"] = request.node.get_closest_marker("fresh_registration") is None
-  yield
-  _REGISTRATION_MEMO["on"] = True
+@pytest.fixture
+def fresh_registration(monkeypatch):
+  """The test's own registrations run the registration itself, not the session memo."""
+  from data_prep import register
+
+  monkeypatch.setattr(register, "register_affine", register.register_affine.__wrapped__)
 
 
 @pytest.fixture(scope="session")

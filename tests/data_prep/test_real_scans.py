@@ -79,8 +79,7 @@ def test_template_brain_mask_matches_the_ixi_parcellation(sample_data_dir, ixi07
   assert _dice(pipeline.template_mask_on_scan(result.record), parcellation) > 0.92
 
 
-@pytest.mark.fresh_registration
-def test_preprocessing_is_reproducible(sample_data_dir, ixi079):
+def test_preprocessing_is_reproducible(sample_data_dir, ixi079, fresh_registration):
   """The same scan and config give the same registration and slices, run after run."""
   again = pipeline.preprocess(sample_data_dir / "ixi_t1" / "t1" / "IXI079-HH-1388_T1.nii.gz",
                               PrepConfig(resolution=32))
@@ -88,8 +87,8 @@ def test_preprocessing_is_reproducible(sample_data_dir, ixi079):
   np.testing.assert_array_equal(again.image, ixi079.image)
 
 
-@pytest.mark.fresh_registration
-def test_two_threads_register_the_same_scan_within_a_hair(sample_data_dir, ixi079):
+def test_two_threads_register_the_same_scan_within_a_hair(sample_data_dir, ixi079,
+                                                          fresh_registration):
   """predict registers with every core: not bit-equal to one thread, but the same fit."""
   threaded = pipeline.preprocess(sample_data_dir / "ixi_t1" / "t1" / "IXI079-HH-1388_T1.nii.gz",
                                  PrepConfig(resolution=32), threads=2)
