@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -62,6 +63,43 @@ def _fold_taps(kernel, axis):
   return jnp.concatenate([w0 + w1, w2], axis), jnp.concatenate([w0, w1 + w2], axis)
 
 
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+@jax.custom_vjp
+def conv2x2_valid(x, kernel):
+  """2x2 "VALID" convolution, stride 1, whose kernel gradient is one batched GEMM.
+
+  x: (B, H, W, C_in), kernel: (2, 2, C_in, C_out) -> (B, H - 1, W - 1, C_out).
+  The forward pass and the input gradient are XLA's. The kernel gradient is a
+  contraction over (batch, row, column) of the four shifted views of `x` with
+  the output gradient: four GEMMs in one `dot_general`, batched over the taps.
+  XLA:CPU computes it as a convolution over the batch instead, after transposing
+  both operands, at a fifth of the GEMM rate on our CPU; per device, the AE
+  decoder's four layers ran 1.4-2.4x faster as GEMMs and the AE / VAE train step
+  1.05x / 1.08x (docs/benchmarks.md, "What each change bought": the benchmark
+  times the step with this undone, `--undo=conv2x2_gemm_grad`).
+  """
+  return lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=_NHWC)
+
+
+def _conv2x2_valid_fwd(x, kernel):
+  return conv2x2_valid(x, kernel), (x, kernel)
+
+
+def _conv2x2_valid_bwd(residuals, grad_y):
+  x, kernel = residuals
+  _, input_vjp = jax.vjp(lambda x: conv2x2_valid.fun(x, kernel), x)
+  (grad_x,) = input_vjp(grad_y)
+  rows, cols = grad_y.shape[1:3]
+  taps = jnp.stack([x[:, i:i + rows, j:j + cols] for i in range(2) for j in range(2)])
+  grad_kernel = lax.dot_general(taps, grad_y, (((1, 2, 3), (0, 1, 2)), ((), ())))
+  return grad_x, grad_kernel.reshape(kernel.shape)
+
+
+conv2x2_valid.defvjp(_conv2x2_valid_fwd, _conv2x2_valid_bwd)
+
+
 def upsample_conv(x, kernel):
   """3x3 "SAME" convolution of the nearest 2x upsampled `x`, computed at x's resolution.
 
@@ -89,9 +127,7 @@ def upsample_conv(x, kernel):
       for col_phase in _fold_taps(row_phase, 1)
   ]  # (row, column) parity: (odd, odd), (odd, even), (even, odd), (even, even)
   padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  y = lax.conv_general_dilated(
-      padded, jnp.concatenate(phase_kernels, axis=-1), (1, 1), "VALID",
-      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  y = conv2x2_valid(padded, jnp.concatenate(phase_kernels, axis=-1))
   # y[:, p, q] holds output rows 2p-1, 2p and columns 2q-1, 2q: rows -1 and 2h
   # (and those columns) lie in the padding.
   y = y.reshape(b, h + 1, w + 1, 2, 2, features).transpose(0, 1, 3, 2, 4, 5)

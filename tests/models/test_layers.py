@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
+from jax import test_util as jax_test_util
 
 from brainseg_jax.models import layers, unet
 
@@ -47,6 +48,37 @@ def test_upsample_conv_gradients_equal_resize_then_conv(shape):
   got = jax.jit(jax.grad(loss(layers.upsample_conv), argnums=(0, 1)))(x, kernel)
   for g, w_ in zip(got, want, strict=True):
     np.testing.assert_allclose(g, w_, rtol=1e-4, atol=1e-4 * float(jnp.abs(w_).max()))
+
+
+def _xla_conv2x2_valid(x, kernel):
+  return lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
+                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_conv2x2_valid_gradients_equal_xla_conv(shape):
+  # The 2x2 convolution exactly as upsample_conv calls it: the padded input, 4 * C_out outputs.
+  b, h, w, c_in, c_out = shape
+  kx, kk, kg = jax.random.split(jax.random.PRNGKey(2), 3)
+  x = jax.random.normal(kx, (b, h + 2, w + 2, c_in))
+  kernel = jax.random.normal(kk, (2, 2, c_in, 4 * c_out)) / np.sqrt(4 * c_in)
+  weights = jax.random.normal(kg, (b, h + 1, w + 1, 4 * c_out))
+  loss = lambda f: lambda x, k: jnp.sum(weights * jnp.tanh(f(x, k)))
+  np.testing.assert_allclose(layers.conv2x2_valid(x, kernel), _xla_conv2x2_valid(x, kernel),
+                             rtol=1e-5, atol=1e-5)
+  want = jax.grad(loss(_xla_conv2x2_valid), argnums=(0, 1))(x, kernel)
+  got = jax.jit(jax.grad(loss(layers.conv2x2_valid), argnums=(0, 1)))(x, kernel)
+  for g, w_ in zip(got, want, strict=True):
+    np.testing.assert_allclose(g, w_, rtol=1e-4, atol=1e-5 * float(jnp.abs(w_).max()))
+
+
+def test_conv2x2_valid_custom_gradient_passes_check_grads():
+  # Finite differences need float64 to resolve the gradient to check_grads' tolerance.
+  with jax.enable_x64(True):
+    kx, kk = jax.random.split(jax.random.PRNGKey(3))
+    x = jax.random.normal(kx, (2, 6, 5, 3), jnp.float64)
+    kernel = jax.random.normal(kk, (2, 2, 3, 4), jnp.float64)
+    jax_test_util.check_grads(layers.conv2x2_valid, (x, kernel), order=1, modes=("rev",))
 
 
 def test_upsample_layer_has_the_parameters_of_the_conv_it_replaces():
