@@ -133,12 +133,21 @@ def _undo(change):
   from brainseg_jax import models
   from brainseg_jax.models import layers
   if change == "upsample_conv":
-    def resize_then_conv(x, kernel):
+    def resize_then_conv(x, kernel, bias=None, activation=None):
       b, h, w, c = x.shape
       x = jax.image.resize(x, (b, 2 * h, 2 * w, c), method="nearest")
-      return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
-                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      y = y + (0 if bias is None else bias)
+      return y if activation is None else activation(y)
     layers.upsample_conv = resize_then_conv
+  elif change == "activation_before_depth_to_space":
+    rearranged_first = layers.upsample_conv
+
+    def upsample_conv(x, kernel, bias=None, activation=None):
+      y = rearranged_first(x, kernel) + (0 if bias is None else bias)
+      return y if activation is None else activation(y)
+    layers.upsample_conv = upsample_conv
   elif change == "conv2x2_gemm_grad":
     layers.conv2x2_valid = lambda x, kernel: jax.lax.conv_general_dilated(
         x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))

@@ -99,8 +99,33 @@ def test_upsample_layer_has_the_parameters_of_the_conv_it_replaces():
   ref_params = ref.init(jax.random.PRNGKey(3), x)
   assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, ref_params)
   jax.tree.map(np.testing.assert_array_equal, params, ref_params)
+  # A bias of both signs (it is initialised to zero): the block adds it, and applies the
+  # activation, before its depth-to-space.
+  bias = jax.random.normal(jax.random.PRNGKey(4), (6,))
+  params["params"]["Conv_0"]["bias"] = bias
+  ref_params["params"]["Conv_0"]["bias"] = bias
   np.testing.assert_allclose(block.apply(params, x), ref.apply(ref_params, x), rtol=1e-5,
                              atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [SHAPES[3], SHAPES[4]])
+def test_upsample_conv_bias_and_activation_act_as_after_the_upsampled_conv(shape):
+  b, h, w, c_in, c_out = shape
+  kx, kk, kb, kg = jax.random.split(jax.random.PRNGKey(5), 4)
+  x = jax.random.normal(kx, (b, h, w, c_in))
+  kernel = jax.random.normal(kk, (3, 3, c_in, c_out)) / np.sqrt(9 * c_in)
+  bias = jax.random.normal(kb, (c_out,))
+  weights = jax.random.normal(kg, (b, 2 * h, 2 * w, c_out))
+  activation = lambda y: nn.leaky_relu(y, 0.2)
+  want_fn = lambda x, k, bias: activation(_resize_then_conv(x, k) + bias)
+  got_fn = lambda x, k, bias: layers.upsample_conv(x, k, bias, activation)
+  np.testing.assert_allclose(got_fn(x, kernel, bias), want_fn(x, kernel, bias), rtol=1e-5,
+                             atol=1e-5)
+  loss = lambda f: lambda *args: jnp.sum(weights * f(*args))
+  want = jax.grad(loss(want_fn), argnums=(0, 1, 2))(x, kernel, bias)
+  got = jax.jit(jax.grad(loss(got_fn), argnums=(0, 1, 2)))(x, kernel, bias)
+  for g, w_ in zip(got, want, strict=True):
+    np.testing.assert_allclose(g, w_, rtol=1e-4, atol=1e-4 * float(jnp.abs(w_).max()))
 
 
 def test_unet_up_convolution_is_the_standardised_resize_then_conv():
