@@ -17,8 +17,9 @@ MODELS = ("ae", "vae", "unet_dae")
 TARGET_RATIO = 1.2  # JAX / PyTorch training throughput; the aim stays AIM_RATIO
 AIM_RATIO = 1.5
 MEMORY_TARGET = 1.5  # JAX peak RSS at most this many times the twin's
-# A 2048x2048 fp32 GEMM reaches ~200 GFLOP/s on these 2 cores when nothing else runs;
-# a run whose own GEMM measurement falls well below that shared the machine.
+# A 2048x2048 fp32 GEMM reaches ~200 GFLOP/s (numpy; JAX's 195) on 2 cores of the
+# machines of the earlier runs when nothing else runs, 300-360 (JAX; numpy ~200) on AMD Zen 5 ones;
+# a run whose own GEMM measurement falls well below 200 shared the machine.
 IDLE_GEMM_GFLOPS = 150
 # Settings the prose discusses by name (labels of train_benchmark.py's settings workers).
 ONE_THREAD = "torch, 1 thread"
@@ -392,8 +393,9 @@ def _flop_rate_section(n):
 def _gemm_note(quiet):
   """Which peak the fraction is of: the idle machine's, or what a shared one delivered."""
   if quiet:
-    return ["The GEMM rate measured here is the idle rate of these 2 cores (~200 GFLOP/s)."]
-  return ["The GEMM peak measured here is far below the ~200 GFLOP/s these 2 cores give when",
+    return ["The GEMM rate measured here is that of 2 idle cores (~200 GFLOP/s on the machines",
+            "of earlier runs, 300-360 with JAX's GEMM on AMD Zen 5 ones)."]
+  return ["The GEMM peak measured here is far below the ~200 GFLOP/s 2 cores give when",
           "idle: the matmul ran under the same background load. The fraction is therefore of",
           "what the machine delivered during the run, not of its idle peak."]
 
@@ -714,7 +716,11 @@ def _changes_section(n):
            "(`train_benchmark.py --undo=...`): speed in the settings phase (AE, interleaved, "
            f"against the \"{FRESH_DEFAULT}\" row, a worker set up the same way), memory as "
            "in *Peak memory*.", "",
-           *_table(("change", "effect"), rows), ""]
+           *_table(("change", "effect"), rows), "",
+           "The settings phase has ~20 workers alive and 3 windows per setting: its rows "
+           "move by 20-30 % between runs, more than a change worth a few per cent. Such "
+           "changes are measured alone, with and without, 10 alternating rounds, by "
+           "`bench/change_ab.py` ([change_ab.md](change_ab.md)).", ""]
   if settings is not None and TORCH_FUSED in settings.rates:
     fused = settings.rates[TORCH_FUSED]
     jax_rate = settings.rates.get(FRESH_DEFAULT, settings.jax_default)
