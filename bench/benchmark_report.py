@@ -585,7 +585,6 @@ def _host_memory_item(settings):
         f"   The same setting made the twin {settings.vs_default[TORCH_HUGE_PAGES]:.2f}x its "
         "default (settings table), so",
         "   the headline runs the twin without it."]
-  gemm_grad = SPEED_CHANGES["conv2x2_gemm_grad"]
   lines += [
       "9. **Kernel gradients of the decoder's 2x2 convolutions as GEMMs** (kept since",
       "   2026-12-01): the largest operations of the AE step once the page faults were gone.",
@@ -593,11 +592,8 @@ def _host_memory_item(settings):
       "   operands (35-75 GFLOP/s in the step's profile on an AMD Zen 5 machine whose float32",
       "   GEMM reaches 300-360 GFLOP/s); `layers.conv2x2_valid` has a custom VJP whose kernel",
       "   gradient is one `dot_general` of the four shifted views of the input with the",
-      "   output gradient, batched over the taps: 1.4-2.4x faster per layer alone, one device.",
-      "   The AE / VAE step, interleaved in fresh workers, 10 rounds: 1.05x / 1.08x.",
-      *([f"   In this run: AE {settings.rates[gemm_grad]:.1f} -> "
-         f"{settings.rates.get(FRESH_DEFAULT, settings.jax_default):.1f} images/s."]
-        if settings is not None and gemm_grad in settings.rates else []),
+      "   output gradient, batched over the taps: 1.4-2.4x faster per layer alone, one device;",
+      "   the AE / VAE step: [change_ab.md](change_ab.md).",
       "   On the machine of the earlier runs (GEMM 195-210 GFLOP/s) it measured within",
       "   noise (0.399 vs 0.413 s per step). The optimiser state sharded over the devices",
       "   instead of replicated: no faster, ~30 MB less.",
@@ -605,9 +601,9 @@ def _host_memory_item(settings):
       "   decoder's upsampling convolution adds its bias and applies the leaky ReLU to the",
       "   2x2 convolution's own output (bias tiled over the four parities), then rearranges;",
       "   the loops that did this on the rearranged 128-px image, and their gradients, read",
-      "   strided memory (the profile's largest elementwise fusions). AE / VAE step,",
-      "   fresh workers, 10 interleaved rounds: 1.04x / 1.08x. Only without normalisation",
-      "   (the AE / VAE default); the U-Net normalises first and keeps the old order.",
+      "   strided memory (the profile's largest elementwise fusions); the AE / VAE step:",
+      "   [change_ab.md](change_ab.md). Only without normalisation (the AE / VAE",
+      "   default); the U-Net normalises first and keeps the old order.",
   ]
   return lines
 

@@ -132,25 +132,25 @@ def _undo(change):
 
   from brainseg_jax import models
   from brainseg_jax.models import layers
+
+  def then_bias_and_activation(upsampled_conv):
+    """`layers.upsample_conv`'s signature; bias and activation after `upsampled_conv`."""
+    def upsample_conv(x, kernel, bias=None, activation=None):
+      y = upsampled_conv(x, kernel) + (0 if bias is None else bias)
+      return y if activation is None else activation(y)
+    return upsample_conv
+
   if change == "upsample_conv":
-    def resize_then_conv(x, kernel, bias=None, activation=None):
+    def resize_then_conv(x, kernel):
       b, h, w, c = x.shape
       x = jax.image.resize(x, (b, 2 * h, 2 * w, c), method="nearest")
-      y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
-      y = y + (0 if bias is None else bias)
-      return y if activation is None else activation(y)
-    layers.upsample_conv = resize_then_conv
+      return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    layers.upsample_conv = then_bias_and_activation(resize_then_conv)
   elif change == "activation_before_depth_to_space":
-    rearranged_first = layers.upsample_conv
-
-    def upsample_conv(x, kernel, bias=None, activation=None):
-      y = rearranged_first(x, kernel) + (0 if bias is None else bias)
-      return y if activation is None else activation(y)
-    layers.upsample_conv = upsample_conv
+    layers.upsample_conv = then_bias_and_activation(layers.upsample_conv)
   elif change == "conv2x2_gemm_grad":
-    layers.conv2x2_valid = lambda x, kernel: jax.lax.conv_general_dilated(
-        x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    layers.conv2x2_valid = layers.conv2x2_valid.fun  # XLA's own gradient
   elif change == "one_output_conv":
     layers.OneOutputConv = lambda name: nn.Conv(1, (3, 3), name=name)
   elif change == "jitted_init":

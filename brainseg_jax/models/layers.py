@@ -76,9 +76,9 @@ def conv2x2_valid(x, kernel):
   the output gradient: four GEMMs in one `dot_general`, batched over the taps.
   XLA:CPU computes it as a convolution over the batch instead, after transposing
   both operands, at a fifth of the GEMM rate on our CPU; per device, the AE
-  decoder's four layers ran 1.4-2.4x faster as GEMMs and the AE / VAE train step
-  1.05x / 1.08x (docs/benchmarks.md, "What each change bought": the benchmark
-  times the step with this undone, `--undo=conv2x2_gemm_grad`).
+  decoder's four layers ran 1.4-2.4x faster as GEMMs, and the AE / VAE train
+  step 1.09x / 1.10x against the step with this undone (bench/change_ab.py,
+  docs/change_ab.md).
   """
   return lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=_NHWC)
 
@@ -122,7 +122,8 @@ def upsample_conv(x, kernel, bias=None, activation=None):
   `bias` (C_out,) and an elementwise `activation` are applied to the
   convolution's own output, before the depth-to-space: the same result as after
   it, but their forward and backward loops then read contiguous memory instead
-  of the rearranged image (the AE / VAE train step 1.04x / 1.08x, docs/benchmarks.md).
+  of the rearranged image (the AE / VAE train step 1.03x / 1.03x, 1.12x / 1.09x
+  in an earlier run: bench/change_ab.py, docs/change_ab.md).
   """
   b, h, w, _ = x.shape
   features = kernel.shape[-1]
