@@ -13,29 +13,13 @@ if __name__ == "__main__":
   from brainseg_jax import host_memory
   host_memory.restart_with_huge_pages()
 
-import jax
-from absl import logging
-
-from brainseg_jax import cli, train
-from brainseg_jax import eval as evaluation
-
-
-def default_workdir(config) -> str:
-  return f"runs/{config.experiment}"
-
-
-def train_then_evaluate(config, workdir):
-  train.train(config, workdir)
-  result = evaluation.evaluate(config, workdir)
-  if jax.process_index() == 0:
-    logging.info("wrote metrics, figures and NIfTI maps to %s", workdir)
-  return result
+from brainseg_jax import cli, experiment
 
 
 def main():
   cli.define_config_flags()
   cli.define_device_flags(distributed=True)
-  cli.run(lambda: train_then_evaluate(*cli.experiment(default_workdir)))
+  cli.run(lambda: experiment.train_then_evaluate(*cli.experiment(experiment.default_workdir)))
 
 
 if __name__ == "__main__":

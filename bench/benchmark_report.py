@@ -33,14 +33,14 @@ FRESH_DEFAULT = "jax, 4 devices, default (fresh worker, AE only)"
 # measures each against the way it replaced.
 CHANGES = {
     "upsample_conv": "decoder's resize + 3x3 conv computed at the low resolution "
-                     "(`layers.upsample_conv`)",
+                     "(`kernels.upsample_conv`)",
     "one_output_conv": "one-channel output conv as a matrix product and a shifted sum "
                        "(`layers.OneOutputConv`)",
     "activation_before_depth_to_space": "bias and leaky ReLU of the decoder's upsampling "
                                         "convolutions before their depth-to-space "
-                                        "(`layers.upsample_conv`)",
+                                        "(`kernels.upsample_conv`)",
     "conv2x2_gemm_grad": "kernel gradient of the decoder's 2x2 convolutions as one batched "
-                         "GEMM (`layers.conv2x2_valid`, custom VJP)",
+                         "GEMM (`kernels.conv2x2_valid`, custom VJP)",
     "jitted_init": "initial train state built by one jitted function "
                    "(`models.create_train_state`)",
     "lazy_imports": "training no longer imports SimpleITK (preprocessing imported where used)",
@@ -537,7 +537,7 @@ def _steps_taken(settings):
       "",
       "1. **Upsampling computed at the low resolution** (kept): the decoder's nearest resize +",
       "   3x3 conv is one 2x2 convolution of the padded input with 4x the outputs and a",
-      "   depth-to-space (`layers.upsample_conv`): 16 instead of 36 multiply-adds per input",
+      "   depth-to-space (`kernels.upsample_conv`): 16 instead of 36 multiply-adds per input",
       "   pixel and channel pair, the upsampled input never built, and wider convolutions that",
       "   suit XLA:CPU's kernels. Same parameters; tests against resize + conv (values,",
       "   gradients). The U-Net's up-convolutions use it too (with the standardised kernel).",
@@ -590,7 +590,7 @@ def _host_memory_item(settings):
       "   2026-12-01): the largest operations of the AE step once the page faults were gone.",
       "   XLA:CPU computes each as a convolution over the batch after transposing both",
       "   operands (35-75 GFLOP/s in the step's profile on an AMD Zen 5 machine whose float32",
-      "   GEMM reaches 300-360 GFLOP/s); `layers.conv2x2_valid` has a custom VJP whose kernel",
+      "   GEMM reaches 300-360 GFLOP/s); `kernels.conv2x2_valid` has a custom VJP whose kernel",
       "   gradient is one `dot_general` of the four shifted views of the input with the",
       "   output gradient, batched over the taps: 1.4-2.4x faster per layer alone, one device;",
       "   the AE / VAE step: [change_ab.md](change_ab.md).",

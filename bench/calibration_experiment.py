@@ -6,7 +6,7 @@
 A model trained on one dataset (e.g. the built-in synthetic FLAIR) promises that
 its threshold flags `healthy_fpr` (1 %) of a healthy brain. On scans of another
 site it may flag far more. Every scan of the site goes once through predict's
-preprocessing and scoring (`predict.ScanScorer`); its lesion mask (the site's
+preprocessing and scoring (`scans.ScanScorer`); its lesion mask (the site's
 `wmh/` folder) only marks the voxels that are not healthy. Then, for k in
 `--ks` and `--draws` random draws: the threshold is re-derived from the healthy
 brain voxels of k scans (what `brainseg_jax.calibrate` does with k healthy
@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT))
 def score_site(workdir: str, scans_dir: str):
   """Per scan: healthy-voxel scores (brain minus lesion), in scan order."""
 
-  from brainseg_jax import predict
+  from brainseg_jax import scans
   from data_prep import pipeline, qc
 
-  scorer = predict.ScanScorer(workdir)
+  scorer = scans.ScanScorer(workdir)
   healthy = {}
   for path in sorted(glob.glob(os.path.join(scans_dir, "flair", "*.nii.gz"))):
     name = os.path.basename(path).replace("_FL.nii.gz", "")
@@ -104,8 +104,8 @@ def main():
   args = parser.parse_args()
   from brainseg_jax import parallel
   parallel.split_host_into_devices(4)
-  from brainseg_jax import thresholds
-  model = thresholds.from_model(args.workdir)
+  from brainseg_jax import workdir as workdir_lib
+  model = workdir_lib.model_threshold(args.workdir)
   healthy = score_site(args.workdir, args.scans)
   before, rows = experiment(healthy, model.value, model.healthy_fpr,
                             [int(k) for k in args.ks.split(",")], args.draws, args.seed)

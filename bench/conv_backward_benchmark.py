@@ -22,8 +22,8 @@ the precondition for a mixed-precision switch.
 
 A third table times the layer rewrites the models use, against the layers they
 replace, forward and forward + both gradients: the decoder's resize + 3x3 conv
-against `layers.upsample_conv` (every AE/VAE decoder shape), and the one-channel
-output conv against `layers.shifted_sum_conv`.
+against `kernels.upsample_conv` (every AE/VAE decoder shape), and the one-channel
+output conv against `kernels.shifted_sum_conv`.
 """
 
 import argparse
@@ -209,12 +209,12 @@ UPSAMPLING_SHAPES = (("decoder 8 -> 16 px", 8, 8, 128, 128),
 
 def rewrite_rows(repeats):
   """(label, ms of the plain layer and of the rewrite: forward, forward + both gradients)."""
-  from brainseg_jax.models import layers
+  from brainseg_jax.models import kernels
   cases = [(f"{name} ({n}, {size}, {cin} -> {cout}): resize + conv vs upsample_conv",
-            _resize_then_conv, layers.upsample_conv, (n, size, size, cin), (3, 3, cin, cout))
+            _resize_then_conv, kernels.upsample_conv, (n, size, size, cin), (3, 3, cin, cout))
            for name, n, size, cin, cout in UPSAMPLING_SHAPES]
   cases.append(("output conv (8, 128, 16 -> 1): conv vs shifted_sum_conv",
-                lambda x, w: forward(x, w, 1), layers.shifted_sum_conv, (8, 128, 128, 16),
+                lambda x, w: forward(x, w, 1), kernels.shifted_sum_conv, (8, 128, 128, 16),
                 (3, 3, 16, 1)))
   rows = []
   for label, plain, rewrite, x_shape, w_shape in cases:

@@ -1,6 +1,6 @@
 """Every bad input and bad config we know of, run for real: what does the user see?
 
-    python bench/failure_table.py --output=docs/failures.md [--data_dir=DIR]
+    python bench/failure_table.py --output=docs/failure_table.md [--data_dir=DIR]
 
 Trains one smoke VAE (the workdir the bad inputs are tried against), builds
 the bad files in a temporary folder, runs each command as a user would, and
@@ -105,8 +105,8 @@ def cases(workdir, files, tmp) -> list[tuple[str, list[str]]]:
       ("predict: workdir never trained", ["-m", "brainseg_jax.predict",
                                           f"--workdir={tmp / 'untrained'}",
                                           f"--input={files['good']}", out]),
-      ("build: unknown dataset", ["-m", "data_prep.build", "--dataset=nope"]),
-      ("build: manual_dir missing", ["-m", "data_prep.build", "--dataset=ixi",
+      ("build: unknown dataset", ["-m", "brainseg_jax.build", "--dataset=nope"]),
+      ("build: manual_dir missing", ["-m", "brainseg_jax.build", "--dataset=ixi",
                                      f"--manual_dir={tmp / 'nope'}"]),
   ]
 
@@ -150,7 +150,7 @@ def main():
   parser.add_argument("--data_dir", default=os.environ.get("BRAINSEG_DATA_DIR", ""))
   parser.add_argument("--good_scan", default=str(ROOT.parent / "shared" / "data" / "elderly_flair"
                                                  / "flair" / "Subj1_FL.nii.gz"))
-  parser.add_argument("--output", default="docs/failures.md")
+  parser.add_argument("--output", default="docs/failure_table.md")
   args = parser.parse_args()
   data_dir = args.data_dir or os.path.expanduser("~/tensorflow_datasets")
   tmp = pathlib.Path(tempfile.mkdtemp(prefix="failure_table_"))

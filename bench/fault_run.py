@@ -8,7 +8,7 @@ with SIGKILL at a moment drawn uniformly over 90 % of the reference's duration
 (so in training, in checkpointing or in evaluation; halved until the run is
 still going at that moment), then the command again until it
 finishes. Each trial passes when the final parameters equal the reference's
-bit for bit, and metrics.json (but its wall-clock "seconds"), per_volume.csv,
+bit for bit, and the metrics (but their wall-clock "seconds"), per_volume.csv,
 summary.md, every NIfTI map's voxels and every figure's pixels are equal too,
 and no file under a final name is truncated. The Markdown report lists each
 trial: when it was killed, what the run was doing, and what differed.
@@ -110,12 +110,12 @@ def differences(workdir: pathlib.Path, reference: pathlib.Path) -> list[str]:
   if step != ref_step or any(not np.array_equal(a, b) for a, b in zip(params, ref_params,
                                                                       strict=True)):
     found.append("parameters")
-  metrics, ref_metrics = (json.loads((d / "metrics.json").read_text()) for d in
-                          (workdir, reference))
+  from brainseg_jax import workdir as workdir_lib
+  metrics, ref_metrics = (workdir_lib.read_metrics(str(d)) for d in (workdir, reference))
   metrics.pop("seconds")
   ref_metrics.pop("seconds")
   if metrics != ref_metrics:
-    found.append("metrics.json")
+    found.append(workdir_lib.METRICS_FILE)
   for name in ("per_volume.csv", "summary.md"):
     if (workdir / name).read_text() != (reference / name).read_text():
       found.append(name)
@@ -145,7 +145,7 @@ def report(results, reference_seconds, kills) -> str:
            "trial kills the same command (fresh workdir) with SIGKILL at a random moment of "
            "90 % of that span (halved if the run had already finished), then runs it again to "
            "the end and compares with the reference: parameters "
-           "bit for bit, metrics.json (without its wall-clock seconds), per_volume.csv, "
+           "bit for bit, the metrics (without their wall-clock seconds), per_volume.csv, "
            "summary.md, the voxels of every NIfTI map and the pixels of every figure.", "",
            f"**{passed} of {len(results)} trials ended identical to the uninterrupted run.**",
            "", "| trial | killed after | what the run was doing | resumed run | differences |",

@@ -6,8 +6,8 @@ Each scan goes through the default pipeline (`data_prep.pipeline.preprocess`)
 and one tab-separated row per scan gives every measure of `data_prep.qc` and
 the reasons it is flagged (empty: passes). A build writes the same numbers for
 its own volumes to `qc_<variant>.csv`; this script serves scans outside any
-build (a new site's, a skull-stripped set's) before a rule change. The README's
-"Registration quality control" section quotes these on the elderly FLAIR and
+build (a new site's, a skull-stripped set's) before a rule change.
+docs/registration_qc.md quotes these on the elderly FLAIR and
 TCGA scans.
 """
 

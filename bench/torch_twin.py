@@ -15,7 +15,7 @@ The optimiser is the same chain as `models/reconstruction.make_optimizer`:
 global-norm clipping, then Adam under a linear warm-up + cosine decay.
 
 `create(config, fused_upsample=True)` computes each resize + conv as the JAX
-models do (`layers.upsample_conv`: one 2x2 convolution with four times the
+models do (`kernels.upsample_conv`: one 2x2 convolution with four times the
 outputs, then a pixel shuffle): the same rewrite in both frameworks, to tell
 the framework's share of the speed from the rewrite's.
 """
@@ -30,13 +30,13 @@ FUSED_UPSAMPLE = False  # set by create(); read by upsample_conv
 
 
 def _fold_taps(weight, dim):
-  """As `layers._fold_taps` (OIHW): the 3 taps as seen by output rows 2i-1 and 2i."""
+  """As `kernels._fold_taps` (OIHW): the 3 taps as seen by output rows 2i-1 and 2i."""
   w0, w1, w2 = weight.split(1, dim)
   return torch.cat([w0 + w1, w2], dim), torch.cat([w0, w1 + w2], dim)
 
 
 def upsample_conv(x, weight, bias):
-  """conv3x3_same(nearest_2x(x)): plainly, or (FUSED_UPSAMPLE) as `layers.upsample_conv`."""
+  """conv3x3_same(nearest_2x(x)): plainly, or (FUSED_UPSAMPLE) as `kernels.upsample_conv`."""
   if not FUSED_UPSAMPLE:
     return F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), weight, bias, padding=1)
   out = weight.shape[0]

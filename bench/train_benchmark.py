@@ -22,8 +22,8 @@ Why it is built this way:
     again (so the headline rounds run with only two worker processes alive):
     extra JAX workers (1, 2 and 8 devices, no buffer donation, XLA library
     options, and each speed change of benchmark_report.CHANGES undone with
-    --undo) and PyTorch workers (channels-last, 1 thread, the JAX models'
-    upsampling rewrite).
+    --undo: bench/undone.py) and PyTorch workers (channels-last, 1 thread,
+    the JAX models' upsampling rewrite).
   * JAX workers start with the malloc setting of a training process (launch.py
     restarts itself with glibc's huge-page tunable: brainseg_jax/host_memory.py)
     and compile ahead as train.py does; the twin gets that setting too as one of
@@ -34,6 +34,7 @@ Why it is built this way:
     scan to its report joins the report.
 """
 
+import contextlib
 import json
 import os
 import platform
@@ -125,62 +126,23 @@ def _gemm_gflops(matmul, repeats=7) -> float:
 # --------------------------------------------------------------------------- JAX worker
 
 
-def _undo(change):
-  """Puts back the way `change` (a key of benchmark_report.CHANGES) replaced, in this worker."""
-  import flax.linen as nn
-  import jax
-
-  from brainseg_jax import models
-  from brainseg_jax.models import layers
-
-  def then_bias_and_activation(upsampled_conv):
-    """`layers.upsample_conv`'s signature; bias and activation after `upsampled_conv`."""
-    def upsample_conv(x, kernel, bias=None, activation=None):
-      y = upsampled_conv(x, kernel) + (0 if bias is None else bias)
-      return y if activation is None else activation(y)
-    return upsample_conv
-
-  if change == "upsample_conv":
-    def resize_then_conv(x, kernel):
-      b, h, w, c = x.shape
-      x = jax.image.resize(x, (b, 2 * h, 2 * w, c), method="nearest")
-      return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
-                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    layers.upsample_conv = then_bias_and_activation(resize_then_conv)
-  elif change == "activation_before_depth_to_space":
-    layers.upsample_conv = then_bias_and_activation(layers.upsample_conv)
-  elif change == "conv2x2_gemm_grad":
-    layers.conv2x2_valid = layers.conv2x2_valid.fun  # XLA's own gradient
-  elif change == "one_output_conv":
-    layers.OneOutputConv = lambda name: nn.Conv(1, (3, 3), name=name)
-  elif change == "jitted_init":
-    from brainseg_jax.datasets import schema
-
-    def eager_init(model, config):  # as models.create_train_state before it was jitted
-      size = config.dataset.resolution
-      shape = (size, size, len(schema.modalities(config.dataset)))
-      return model.create_state(jax.random.key(config.seed), shape)
-    models.create_train_state = eager_init
-  elif change == "lazy_imports":
-    import SimpleITK  # noqa: F401  (what training imported before)
-  elif change == "huge_pages":
-    pass  # the parent started this worker without the malloc tunable (Worker)
-  elif change == "release_freed_heap":
-    host_memory.release_freed_heap = lambda: None
-  else:
-    raise ValueError(f"unknown change {change!r}: expected one of {list(benchmark_report.CHANGES)}")
-
-
 class JaxWorker:
-  """Holds one jitted train step per model on a `--devices` mesh, as train.py builds it."""
+  """Holds one jitted train step per model on a `--devices` mesh, as train.py builds it.
+
+  With --undo, the changes named are put back as they were (bench/undone.py): the
+  process-wide ones here, the initial state by `create_train_state`, and the
+  layers' kernels by `kernels`, which _serve puts in use for every command.
+  """
 
   def __init__(self):
     from brainseg_jax import parallel
     if FLAGS.xla_flags:
       os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FLAGS.xla_flags}".strip()
     parallel.split_host_into_devices(FLAGS.devices)
-    for change in FLAGS.undo:
-      _undo(change)
+    from bench import undone
+    undone.undo_in_process(FLAGS.undo)
+    self.kernels = undone.undone_kernels(FLAGS.undo)
+    self.create_train_state = undone.create_train_state(FLAGS.undo)
     import jax
     self.jax = jax
     self.mesh = parallel.data_mesh()
@@ -192,10 +154,10 @@ class JaxWorker:
     import jax.numpy as jnp
 
     from brainseg_jax import parallel, train
-    from brainseg_jax.models import create_model, create_train_state
+    from brainseg_jax.models import create_model
     config = _config(name)
     model = create_model(config)
-    host_state = create_train_state(model, config)
+    host_state = self.create_train_state(model, config)
     params = sum(x.size for x in jax.tree.leaves(host_state.params))
     batch_np = _synthetic_batch(config)
 
@@ -462,18 +424,24 @@ class TorchWorker:
 def _serve():
   """Worker loop: one JSON command per stdin line, one tagged JSON reply per stdout line."""
   worker = JaxWorker() if FLAGS.worker == "jax" else TorchWorker()
-  print(_REPLY + json.dumps({"ready": True}), flush=True)
-  for line in sys.stdin:
-    command = json.loads(line)
-    method = command.pop("call")
-    if method == "exit":
-      break
-    try:
-      result = getattr(worker, method)(**command) if method != "maxrss" else {}
-      result["maxrss_mb"] = _maxrss_mb()
-    except Exception as e:  # reported to the parent, which decides
-      result = {"error": f"{type(e).__name__}: {e}"}
-    print(_REPLY + json.dumps(result), flush=True)
+  if FLAGS.worker == "jax":
+    from brainseg_jax.models import kernels
+    in_use = kernels.use(worker.kernels)  # every trace of this worker: its --undo kernels
+  else:
+    in_use = contextlib.nullcontext()
+  with in_use:
+    print(_REPLY + json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+      command = json.loads(line)
+      method = command.pop("call")
+      if method == "exit":
+        break
+      try:
+        result = getattr(worker, method)(**command) if method != "maxrss" else {}
+        result["maxrss_mb"] = _maxrss_mb()
+      except Exception as e:  # reported to the parent, which decides
+        result = {"error": f"{type(e).__name__}: {e}"}
+      print(_REPLY + json.dumps(result), flush=True)
 
 
 class Worker:
@@ -679,25 +647,28 @@ def images_per_s(results, label, name):
 
 
 def write_figure(results, path):
+  """Horizontal bars, a group per model: its label (model, JAX / PyTorch) cannot overlap."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(6, 3.8))
-  width = 0.38
-  for offset, label, color in ((-width / 2, "jax", "tab:blue"), (width / 2, "torch", "tab:orange")):
+  fig, ax = plt.subplots(figsize=(6.4, 1.0 + 1.0 * len(MODELS)))
+  height = 0.38
+  for offset, label, color in ((-height / 2, "jax", "tab:blue"),
+                               (height / 2, "torch", "tab:orange")):
     values = [images_per_s(results, label, name) for name in MODELS]
-    bars = ax.bar([i + offset for i in range(len(MODELS))], values, width, color=color,
-                  label={"jax": "JAX (jit, 4 CPU devices)",
-                         "torch": f"PyTorch {results['versions']['torch']} (eager, 2 threads)"}
-                  [label])
-    ax.bar_label(bars, fmt="%.0f")
+    bars = ax.barh([i + offset for i in range(len(MODELS))], values, height, color=color,
+                   label={"jax": "JAX (jit, 4 CPU devices)",
+                          "torch": f"PyTorch {results['versions']['torch']} (eager, 2 threads)"}
+                   [label])
+    ax.bar_label(bars, fmt="%.0f", padding=3)
   ratios = [images_per_s(results, "jax", n) / images_per_s(results, "torch", n) for n in MODELS]
-  ax.set_xticks(range(len(MODELS)), [f"{n.upper()} 128x128, batch 32\nJAX / PyTorch {r:.2f}x"
+  ax.set_yticks(range(len(MODELS)), [f"{n.upper()}\nJAX / PyTorch {r:.2f}x"
                                      for n, r in zip(MODELS, ratios, strict=True)])
-  ax.set_ylabel("training images / s")
+  ax.invert_yaxis()  # the first model on top
+  ax.set_xlabel("training images / s (128x128, batch 32)")
   ax.set_title(f"Train step throughput, 2-core CPU, {results['date'][:10]}")
-  ax.legend(loc="upper right", fontsize=8)
-  ax.margins(y=0.4)
+  ax.legend(loc="best", fontsize=8)
+  ax.margins(x=0.15)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)

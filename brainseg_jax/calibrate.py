@@ -8,12 +8,12 @@ A threshold set on the model's healthy validation split promises to flag a
 fraction `eval.healthy_fprs` of a healthy brain, but only on scans like that
 split. Scans from another scanner or protocol can flag far more. This command
 puts a handful of the site's healthy scans through the same preprocessing and
-scoring as predict and re-derives each threshold from their brain voxels: the
-score above which that fraction of them lies. No lesion mask is read: the
+scoring as predict (brainseg_jax/scans.py) and re-derives each threshold from
+their brain voxels: the score above which that fraction of them lies. No lesion mask is read: the
 scans are taken to be healthy. A scan that fails registration QC
 (data_prep/qc.py) is left out and named with its reason, like an unreadable
-one. The result is stored by name beside the model's own thresholds
-(`WORKDIR/calibrations/<name>.json`), never over them.
+one. The result is stored by name beside the model's own thresholds, never over
+them (workdir.py).
 """
 
 import datetime
@@ -22,7 +22,8 @@ import os
 import numpy as np
 from absl import flags, logging
 
-from brainseg_jax import cli, metrics, predict, thresholds
+from brainseg_jax import cli, metrics, scans
+from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.errors import UserError
 from data_prep import qc
 
@@ -33,11 +34,11 @@ def calibrate(workdir: str, healthy: str, name: str, registration: str = "affine
               n4: bool = True, threads: int | None = None) -> dict:
   """Thresholds from the brain voxels of every readable scan in `healthy`; returns the record.
 
-  `threads`: registration threads per scan (`predict.ScanScorer`; default every core).
+  `threads`: registration threads per scan (`scans.ScanScorer`; default every core).
   """
-  paths = predict.scan_paths(healthy)
-  thresholds.calibration_path(workdir, name)  # a bad name fails before any scan is read
-  scan_scorer = predict.ScanScorer(workdir, registration, n4, threads)
+  paths = scans.scan_paths(healthy)
+  workdir_lib.calibration_path(workdir, name)  # a bad name fails before any scan is read
+  scan_scorer = scans.ScanScorer(workdir, registration, n4, threads)
   if len(scan_scorer.channels) > 1:
     raise UserError(f"the model in {workdir} takes {len(scan_scorer.channels)} modalities as "
                     "channels; calibrate reads one scan per subject and supports "
@@ -53,26 +54,20 @@ def calibrate(workdir: str, healthy: str, name: str, registration: str = "affine
     volume, _, anomaly = scan_scorer.score(prepared)
     return anomaly[volume.brain_mask[..., 0]]
 
-  scores, failures = predict.for_each_scan(paths, brain_scores)
+  scores, failures = scans.for_each_scan(paths, brain_scores)
   used = [os.path.abspath(path) for path in scores]
   voxels = np.concatenate(list(scores.values()))
   fprs = tuple(scan_scorer.config.eval.healthy_fprs)
-  record = {
-      "name": name,
-      "folder": os.path.abspath(healthy),
-      "scans": used,
-      "skipped": failures,
-      "healthy_fprs": list(fprs),
-      "thresholds": {f"fpr_{fpr:g}": metrics.threshold_at_fpr(voxels, fpr) for fpr in fprs},
-      "brain_voxels": int(voxels.size),
-      "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-  }
-  path = thresholds.save_calibration(workdir, name, record)
-  model = thresholds.from_model(workdir) if os.path.isfile(
-      os.path.join(workdir, "metrics.json")) else None
+  record = workdir_lib.calibration_record(
+      name, os.path.abspath(healthy), used, failures,
+      {fpr: metrics.threshold_at_fpr(voxels, fpr) for fpr in fprs}, int(voxels.size),
+      datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
+  path = workdir_lib.save_calibration(workdir, record)
+  headline = workdir_lib.calibration_threshold(workdir, name)
+  model = workdir_lib.model_threshold(workdir) if workdir_lib.has_metrics(workdir) else None
   logging.info("calibration %r from %d scans (%d skipped): threshold %.4f at healthy FPR %g%s "
-               "-> %s", name, len(used), len(failures), record["thresholds"][f"fpr_{fprs[0]:g}"],
-               fprs[0], f" (model's own: {model.value:.4f})" if model else "", path)
+               "-> %s", name, len(used), len(failures), headline.value, headline.healthy_fpr,
+               f" (model's own: {model.value:.4f})" if model else "", path)
   return record
 
 

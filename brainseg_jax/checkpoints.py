@@ -7,13 +7,8 @@ model from `restore_trained` (and predict its config from `saved_config`), so
 the checks and the messages are the same for both.
 """
 
-import asyncio
-import functools
 import gc
-import json
-import logging as std_logging
 import os
-import sys
 import time
 import warnings
 
@@ -22,13 +17,10 @@ import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 
+from brainseg_jax import config as config_lib
 from brainseg_jax.errors import UserError
 from brainseg_jax.models import Model, create_model, create_train_state
-from configs import default
-
-
-def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), "checkpoints")
+from brainseg_jax.workdir import checkpoint_dir, read_evaluated_config
 
 
 class Checkpointer:
@@ -52,9 +44,6 @@ class Checkpointer:
     if step is None:
       raise _no_checkpoints(os.path.dirname(self.directory))
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template_state)
-    _silence_orbax_leftovers()
-    _quiet_closed_loop_callbacks()
-    _drop_unretrieved_orbax_task_errors()
     try:
       restored = self._manager.restore(
           step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
@@ -118,90 +107,6 @@ def _first_sentence(error: Exception) -> str:
   return f"{type(error).__name__}: {text[:200]}"
 
 
-def _silence_orbax_leftovers():
-  """Drops the "Exception ignored in <coroutine>" reports of a failed Orbax restore.
-
-  When one array of a checkpoint cannot be read, Orbax abandons the reads of the
-  others; each abandoned coroutine reports its own error with a full TensorStore
-  spec (thousands of lines) as it is garbage-collected. The one line that names
-  the broken checkpoint says all of it.
-  """
-  previous = sys.unraisablehook
-  if getattr(previous, "drops_orbax_leftovers", False):
-    return
-
-  def hook(unraisable):
-    code = getattr(unraisable.object, "cr_code", None)
-    if code is not None and _in_orbax(code):
-      return
-    previous(unraisable)
-
-  hook.drops_orbax_leftovers = True
-  sys.unraisablehook = hook
-
-
-def _in_orbax(code) -> bool:
-  return f"{os.sep}orbax{os.sep}" in code.co_filename
-
-
-def _from_orbax(error: BaseException | None) -> bool:
-  traceback = error.__traceback__ if error is not None else None
-  while traceback is not None:
-    if _in_orbax(traceback.tb_frame.f_code):
-      return True
-    traceback = traceback.tb_next
-  return False
-
-
-_NEVER_RETRIEVED = ("Task exception was never retrieved", "Future exception was never retrieved")
-
-
-class _UnretrievedOrbaxTaskErrors(std_logging.Filter):
-  """Drops asyncio's "Task exception was never retrieved" for Orbax's abandoned reads."""
-
-  drops_orbax_task_errors = True
-
-  def filter(self, record):
-    error = record.exc_info[1] if record.exc_info else None
-    return not (record.getMessage().startswith(_NEVER_RETRIEVED) and _from_orbax(error))
-
-
-def _drop_unretrieved_orbax_task_errors():
-  """The asyncio form of `_silence_orbax_leftovers`: when several reads of a broken
-  checkpoint fail at once, Orbax retrieves the first error and asyncio logs each
-  other one, with its traceback and TensorStore spec, when its task is collected
-  (seen under load: the order in which the reads fail depends on timing).
-  """
-  logger = std_logging.getLogger("asyncio")
-  if not any(getattr(f, "drops_orbax_task_errors", False) for f in logger.filters):
-    logger.addFilter(_UnretrievedOrbaxTaskErrors())
-
-
-def _quiet_closed_loop_callbacks():
-  """Lets a callback scheduled onto a closed event loop be dropped instead of raising.
-
-  When a restore fails, Orbax closes its event loop while TensorStore's reader
-  threads are still finishing the reads it abandoned; each one then calls
-  `loop.call_soon_threadsafe`, which raises "Event loop is closed", and
-  TensorStore prints that traceback from C++ (past every Python hook), dozens
-  of times, for seconds. A closed loop never runs a callback anyway, so the
-  callback is dropped without a word; open loops are untouched.
-  """
-  loop_class = asyncio.BaseEventLoop
-  if getattr(loop_class.call_soon_threadsafe, "drops_when_closed", False):
-    return
-  original = loop_class.call_soon_threadsafe
-
-  @functools.wraps(original)
-  def call_soon_threadsafe(self, *args, **kwargs):
-    if self.is_closed():
-      return None
-    return original(self, *args, **kwargs)
-
-  call_soon_threadsafe.drops_when_closed = True
-  loop_class.call_soon_threadsafe = call_soon_threadsafe
-
-
 def _no_checkpoints(workdir: str) -> UserError:
   return UserError(f"no checkpoints in {os.path.abspath(workdir)}: train first "
                    f"(python launch.py --config=... --workdir={workdir})")
@@ -229,57 +134,43 @@ def restore_trained(config: ml_collections.ConfigDict, workdir: str, model: Mode
       jax.eval_shape(lambda: create_train_state(model, config)))
   checkpointer = _open(workdir)
   saved = checkpointer.saved_config()
-  if saved is not None and saved.get("model") != _jsonable(config.model.to_dict()):
-    raise UserError(f"the model in {workdir} was trained with model config {saved.get('model')}, "
-                    f"not {config.model.to_dict()}: pass the config it was trained with")
+  if saved is not None:
+    _check_same_model(config, saved, workdir)
   state = checkpointer.restore(template)
   checkpointer.close()
   return state, int(state.step)
 
 
-def saved_config(workdir: str) -> ml_collections.ConfigDict:
-  """The experiment config of the model in `workdir`: saved with its latest checkpoint.
+def _check_same_model(config: ml_collections.ConfigDict, saved: dict, workdir: str):
+  saved_name = (saved.get("model") or {}).get("name")
+  if saved_name != config.model.name:
+    raise UserError(f"the model in {workdir} is a {saved_name!r}, not a {config.model.name!r}: "
+                    "pass the config it was trained with")
+  differences = config_lib.model_differences(config, saved)
+  if differences:
+    listed = ", ".join(f"model.{key}={trained!r} (config: {given!r})"
+                       for key, (trained, given) in differences.items())
+    raise UserError(f"the model in {workdir} was trained with {listed}: pass the config it "
+                    "was trained with")
 
-  A model with nothing to train (the intensity baseline) has no checkpoint;
-  its config is the one evaluation wrote beside metrics.json. Today's defaults
-  fill the keys added since the run was made (e.g. new eval switches), so an
-  older run still evaluates and predicts.
+
+def saved_config(workdir: str) -> ml_collections.ConfigDict:
+  """The experiment config of the model in `workdir`, as it was saved (config.from_saved).
+
+  Saved with its latest checkpoint; a model with nothing to train (the
+  intensity baseline) has no checkpoint, and its config is the one evaluation
+  wrote. The config is checked: a hand-edited value is a one-line error.
   """
   if os.path.isdir(checkpoint_dir(workdir)):
     checkpointer = _open(workdir)
     saved = checkpointer.saved_config()
     checkpointer.close()
   else:
-    saved = _evaluated_untrainable_config(workdir)
+    saved = read_evaluated_config(workdir)
+    if saved is not None and create_model(config_lib.from_saved(saved)).trainable:
+      saved = None  # a trainable model's record without its checkpoints
   if saved is None:
     raise _no_checkpoints(workdir)
-  config = default.get_config()
-  _merge(config, saved)
+  config = config_lib.from_saved(saved)
+  config_lib.check(config)
   return config
-
-
-EVALUATED_CONFIG_FILE = "config.json"
-
-
-def _evaluated_untrainable_config(workdir: str) -> dict | None:
-  path = os.path.join(workdir, EVALUATED_CONFIG_FILE)
-  if not os.path.isfile(path):
-    return None
-  with open(path) as f:
-    saved = json.load(f)
-  config = default.get_config()
-  _merge(config, saved)
-  return None if create_model(config).trainable else saved
-
-
-def _merge(config: ml_collections.ConfigDict, saved: dict):
-  with config.unlocked():
-    for key, value in saved.items():
-      if isinstance(value, dict) and key in config:
-        _merge(config[key], value)
-      else:
-        config[key] = tuple(value) if isinstance(value, list) else value
-
-
-def _jsonable(d):
-  return json.loads(json.dumps(d))

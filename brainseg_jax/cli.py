@@ -1,14 +1,14 @@
 """The one runner every command-line entry point uses.
 
-An entry module (launch, eval, predict, compare, calibrate, data_prep.build)
-defines its own flags in its `main()`, with the helpers below for the flags
-several of them share, and hands its work to `run`. `run` checks the command
+An entry module (launch, eval, predict, compare, calibrate, build) defines
+its own flags in its `main()`, with the helpers below for the flags several
+of them share, and hands its work to `run`. `run` checks the command
 line, splits a CPU host into devices, joins a multi-process run, keeps other
 libraries' INFO logs out of the way, and turns every error the user can fix into
-one line on stderr and exit status 1. Importing this module defines no flags.
+one line on stderr and exit status 1, with Orbax's leftover reports of a
+failed restore quieted (orbax_quiet.py). Importing this module defines no flags.
 """
 
-import ast
 import logging as python_logging
 import os
 import sys
@@ -18,8 +18,8 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from brainseg_jax import parallel
-from brainseg_jax.errors import USER_ERRORS, UserError
+from brainseg_jax import orbax_quiet, parallel
+from brainseg_jax.errors import USER_ERRORS, UserError, plain
 
 FLAGS = flags.FLAGS
 
@@ -65,40 +65,6 @@ def experiment(default_workdir: Callable | None = None) -> tuple[ml_collections.
   return FLAGS.config, workdir
 
 
-def load_config(spec: str, overrides=()) -> ml_collections.ConfigDict:
-  """A config file as `--config=spec --config.key=value ...` would give it (compare's runs).
-
-  Goes through config_flags itself, so the file, its variants and value
-  parsing are exactly those of the command line.
-  """
-  _check_keys_exist(spec, _parse_config(spec, ()), overrides)
-  return _parse_config(spec, overrides)
-
-
-def _parse_config(spec: str, overrides) -> ml_collections.ConfigDict:
-  argv = ["compare", f"--config={spec}", *(f"--config.{o}" for o in overrides)]
-  flag_values = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, lock_config=True,
-                                  sys_argv=argv)
-  try:
-    flag_values(argv)
-    config = flag_values.config
-    config.keys()
-  except (flags.Error, OSError, AttributeError, KeyError, TypeError, ValueError) as e:
-    raise UserError(f"config {spec} with overrides {list(overrides)}: {_plain(e)}") from e
-  return config
-
-
-def _check_keys_exist(spec: str, config: ml_collections.ConfigDict, overrides):
-  for override in overrides:
-    key = override.partition("=")[0]
-    node = config
-    for part in key.split("."):
-      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-        raise UserError(f"--override {override!r}: config {spec} has no key {key!r}")
-      node = node[part]
-
-
 class ProjectInfoOnly(python_logging.Filter):
   """Keeps INFO lines from this project; other libraries (Orbax, TFDS) only warn and above."""
 
@@ -122,6 +88,7 @@ def run(command: Callable[[], object]) -> None:
                                       FLAGS.process_id)
     python_logging.getLogger().setLevel(python_logging.INFO)
     logging.get_absl_handler().addFilter(ProjectInfoOnly())
+    orbax_quiet.install()
     try:
       command()
     except USER_ERRORS as e:
@@ -135,25 +102,12 @@ def _parse_flags(argv):
   try:
     return FLAGS(argv)
   except flags.Error as e:
-    exit_with(_plain(e))
+    exit_with(plain(e))
   except OSError as e:  # overriding keys of a config file that failed to load
     exit_with(f"cannot load --config: {e}")
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     overrides = [a for a in argv[1:] if a.startswith("--config.")]
-    exit_with(f"bad config override among {overrides}: {_plain(e)}")
-
-
-def _plain(error: Exception) -> str:
-  """An exception's message as words: a KeyError's repr quotes and escapes it ('\\'x\\'\\n...')."""
-  if isinstance(error, KeyError) and error.args:
-    return str(error.args[0])
-  text = str(error)
-  if text.startswith(("'", '"')) and text.endswith(("'", '"')):
-    try:
-      text = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      pass
-  return text
+    exit_with(f"bad config override among {overrides}: {plain(e)}")
 
 
 def exit_with(message: str):

@@ -14,7 +14,6 @@ if __name__ == "__main__":
   from brainseg_jax import host_memory
   host_memory.restart_with_huge_pages()
 
-import json
 import os
 import shlex
 import sys
@@ -23,31 +22,22 @@ import numpy as np
 from absl import flags, logging
 
 from brainseg_jax import (
-    cli,
-    figures,
-    postprocess,
-    scoring,
-    standardization,
-    train,
+  cli,
+  evaluation,
+  experiment,
+  figures,
+  postprocess,
+  scoring,
+  standardization,
 )
-from brainseg_jax import eval as evaluation
+from brainseg_jax import config as config_lib
 from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.datasets import input_pipeline
 from brainseg_jax.errors import UserError
+from brainseg_jax.workdir import LABELLED
 from data_prep import atomic
 
 FLAGS = flags.FLAGS
-
-_CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-
-
-def config_path(spec: str) -> str:
-  """configs/<name>.py[:variant] for a spec "name" or "name:variant"."""
-  name, sep, variant = spec.partition(":")
-  path = os.path.join(_CONFIG_DIR, f"{name}.py")
-  if not os.path.isfile(path):
-    raise UserError(f"no config file {path}")
-  return path + sep + variant
 
 
 def overrides_for(spec: str, overrides: list[str]) -> list[str]:
@@ -67,19 +57,15 @@ def overrides_for(spec: str, overrides: list[str]) -> list[str]:
 
 
 def run_one(spec: str, workdir: str, overrides: list[str]) -> dict:
-  config = cli.load_config(config_path(spec), overrides_for(spec, overrides))
-  state = train.train(config, workdir)
-  result = evaluation.evaluate(config, workdir)
-  # Training time summed over resumed sessions (0 for models with nothing to train).
-  result["train_seconds"] = (0.0 if state is None else
-                             workdir_lib.read_train_seconds(workdir, int(state.step)))
+  config = config_lib.load(spec, overrides_for(spec, overrides))
+  result = experiment.train_then_evaluate(config, workdir)
   result["config"] = spec
   return result
 
 
 def markdown_table(results: list[dict], title: str) -> str:
   fpr = results[0]["protocol"]["healthy_fprs"][0]
-  labelled = any("labelled_validation" in r["protocol"]["thresholds"] for r in results)
+  labelled = any(LABELLED in r["protocol"]["thresholds"] for r in results)
   lines = [f"### {title}", "",
            f"Dice at the threshold that flags {fpr:.0%} of healthy validation brain voxels"
            + ("; Dice (labelled val.) at the threshold of best Dice on the labelled validation "
@@ -97,12 +83,12 @@ def markdown_table(results: list[dict], title: str) -> str:
       minutes = result["train_seconds"] / 60
       if group != "all" and m["num_volumes"] == result["pooled"]["all"]["num_volumes"]:
         continue  # a single kind of anomaly: its row repeats "all"
-      labelled_dice = (f"{m['labelled_validation']['dice']:.3f} | "
-                       if "labelled_validation" in m else "n/a | ") if labelled else ""
+      labelled_dice = (f"{m[LABELLED]['dice']:.3f} | "
+                       if LABELLED in m else "n/a | ") if labelled else ""
       lines.append(f"| {result['config']} | {group} ({m['num_volumes']}) | {m['dice']:.3f} | "
                    f"{labelled_dice}{m['best_dice_upper_bound']:.3f} | {m['auroc']:.3f} | "
                    f"{m['auprc']:.3f} | {m['lesion_sensitivity']:.2f} | {m['accuracy']:.4f} | "
-                   f"{result['protocol'].get('train_slices', 'all')} slices | "
+                   f"{result['protocol']['train_slices']} slices | "
                    f"{minutes:.1f} min |")
   return "\n".join(lines) + "\n"
 
@@ -113,14 +99,14 @@ def comparison_figures(specs: list[str], workdirs: list[str], overrides: list[st
   boxplot = f"{output_stem}_dice_per_volume.png"
   figures.save_dice_boxplot(boxplot, {r["config"]: [m["dice"] for m in r["per_volume"].values()]
                                       for r in results},
-                            f"{results[0]['dataset']}: Dice at the healthy threshold")
+                            f"test set {results[0]['test_dataset']}: Dice at the healthy threshold")
   # The volumes: spread over the intensity baseline's (else the first model's) Dice ranking.
   reference = next((r for r in results if r["model"] == "threshold"), results[0])
   ranked = sorted(reference["per_volume"], key=lambda s: reference["per_volume"][s]["dice"])
   chosen = [ranked[int(i)] for i in np.linspace(0, len(ranked) - 1, num_volumes)]
   rows = {}
   for spec, workdir in zip(specs, workdirs, strict=True):
-    config = cli.load_config(config_path(spec), overrides_for(spec, overrides))
+    config = config_lib.load(spec, overrides_for(spec, overrides))
     for volume, anomaly, prediction, threshold in _trained_maps(config, workdir, chosen):
       truth = volume.anomaly_mask[..., 0]
       k = int(np.argmax(truth.sum(axis=(1, 2))))
@@ -136,8 +122,7 @@ def comparison_figures(specs: list[str], workdirs: list[str], overrides: list[st
 
 def _trained_maps(config, workdir: str, subject_ids: list[str]):
   """(volume, anomaly map, prediction, threshold) of the named test volumes, as eval made them."""
-  with open(os.path.join(workdir, "metrics.json")) as f:
-    threshold = json.load(f)["protocol"]["threshold"]
+  threshold = workdir_lib.model_threshold(workdir).value
   scorer, state, _ = scoring.restore_scorer(config, workdir)
   builder = evaluation.test_split_builder(config, input_pipeline.get_builder(config.dataset))
   for volume in input_pipeline.load_volumes(builder, "test",
@@ -173,7 +158,7 @@ def main():
                             "dataset.resolution=64; name:key=value to one config only, e.g. "
                             "fanogan:model.gan_steps=500.")
   flags.DEFINE_string("workdir_root", "runs/compare", "One workdir per config under this folder.")
-  flags.DEFINE_string("output", "docs/results.md", "Markdown file to write.")
+  flags.DEFINE_string("output", "runs/compare/results.md", "Markdown file to write.")
   flags.DEFINE_string("title", "", "Heading of the table (default: the dataset).")
   flags.DEFINE_integer("figure_volumes", 4, "Test volumes in the every-model figure (0: no "
                        "figures); a Dice box plot is drawn beside it.")

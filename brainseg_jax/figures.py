@@ -9,10 +9,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import patheffects  # noqa: E402
 
 from data_prep.atomic import atomic_path  # noqa: E402
 
 COLUMNS = ("input", "reconstruction", "residual", "prediction", "truth")
+# The every-model figure: anomaly maps in HEAT_CMAP (black, purple, red, orange, pale yellow), the
+# manual mask outlined in TRUTH_COLOUR and each prediction in PREDICTION_COLOUR, a colour the heat
+# map never takes (a red outline vanished on its red and orange).
+HEAT_CMAP = "inferno"
+TRUTH_COLOUR, TRUTH_LABEL = "lime", "manual lesion mask (green)"
+PREDICTION_COLOUR, PREDICTION_LABEL = "cyan", "prediction at the healthy threshold (cyan)"
 
 
 def _display(slice_2d: np.ndarray) -> np.ndarray:
@@ -20,8 +27,8 @@ def _display(slice_2d: np.ndarray) -> np.ndarray:
   return np.rot90(slice_2d)
 
 
-def _save(fig, path: str, dpi: int, bottom: float = 0.0):
-  fig.tight_layout(rect=(0, bottom, 1, 1))
+def _save(fig, path: str, dpi: int, bottom: float = 0.0, top: float = 1.0):
+  fig.tight_layout(rect=(0, bottom, 1, top))
   with atomic_path(path) as tmp:
     fig.savefig(tmp, dpi=dpi)
   plt.close(fig)
@@ -122,29 +129,43 @@ def save_model_comparison(path: str, rows: list[dict], models: list[str]):
 
   Each row dict has: title, image, truth, and per model name a dict with
   anomaly_map, prediction and threshold (2D arrays and a float). The truth is
-  outlined in green on every panel, each model's prediction in red.
+  outlined in `TRUTH_COLOUR` on every panel, each model's prediction in
+  `PREDICTION_COLOUR`, a colour the heat map's colormap never takes, both with a
+  dark edge so they stay visible on its brightest values; the legend says which is which.
   """
+  from matplotlib.lines import Line2D
+
   fig, axes = plt.subplots(len(rows), len(models) + 1,
-                           figsize=(2.1 * (len(models) + 1), 2.2 * len(rows)), squeeze=False)
+                           figsize=(2.1 * (len(models) + 1), 2.2 * len(rows) + 0.3), squeeze=False)
   for r, row in enumerate(rows):
     panels = [("input", row["image"], dict(cmap="gray", vmin=0, vmax=1.2), None)]
     panels += [(m, row[m]["anomaly_map"],
-                dict(cmap="inferno", vmin=0, vmax=2 * max(row[m]["threshold"], 1e-6)),
+                dict(cmap=HEAT_CMAP, vmin=0, vmax=2 * max(row[m]["threshold"], 1e-6)),
                 row[m]["prediction"]) for m in models]
     for c, (name, panel, style, prediction) in enumerate(panels):
       ax = axes[r, c]
       ax.imshow(_display(np.asarray(panel, np.float32)), interpolation="nearest", **style)
       if row["truth"].any():
-        ax.contour(_display(row["truth"].astype(float)), levels=[0.5], colors="lime",
-                   linewidths=0.7)
+        _outline(ax, row["truth"], TRUTH_COLOUR, 0.9)
       if prediction is not None and prediction.any():
-        ax.contour(_display(prediction.astype(float)), levels=[0.5], colors="red",
-                   linewidths=0.7)
+        _outline(ax, prediction, PREDICTION_COLOUR, 1.1)
       ax.set_xticks([])
       ax.set_yticks([])
       if r == 0:
         ax.set_title(name, fontsize=9)
     axes[r, 0].set_ylabel(row["title"], fontsize=7)
-  fig.suptitle("green: manual lesion mask; red: prediction at the healthy threshold",
-               fontsize=9)
-  _save(fig, path, dpi=100)
+  handles = [Line2D([], [], color=colour, linewidth=2, path_effects=_dark_edge(2))
+             for colour in (TRUTH_COLOUR, PREDICTION_COLOUR)]
+  fig.legend(handles, [TRUTH_LABEL, PREDICTION_LABEL],
+             loc="upper center", ncol=2, fontsize=9, frameon=False)
+  _save(fig, path, dpi=100, top=1 - 0.35 / fig.get_figheight())
+
+
+def _dark_edge(linewidth: float) -> list:
+  """A thin dark rim under a line: it keeps a light outline visible on light pixels."""
+  return [patheffects.withStroke(linewidth=linewidth + 1.6, foreground="black", alpha=0.8)]
+
+
+def _outline(ax, mask, colour: str, linewidth: float):
+  ax.contour(_display(np.asarray(mask, np.float32)), levels=[0.5], colors=colour,
+             linewidths=linewidth).set(path_effects=_dark_edge(linewidth))

@@ -15,7 +15,8 @@ step and 0.7 s per U-Net step (1.6 s) were page faults. Two settings fix it:
   back to the OS after compiling, it no longer adds to the peak.
 
 Measured in bench/train_benchmark.py (docs/benchmarks.md, "what each change
-bought"). Both do nothing where the C library is not glibc.
+bought"). Both do nothing where the C library is not glibc, nor when their
+environment variable is set (BRAINSEG_NO_RESTART, BRAINSEG_KEEP_FREED_HEAP).
 """
 
 import ctypes
@@ -24,6 +25,9 @@ import platform
 import sys
 
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
+# Set (to anything non-empty): release_freed_heap does nothing. For benchmarks that measure
+# what the release saves (bench/train_benchmark.py --undo=release_freed_heap).
+KEEP_FREED_HEAP = "BRAINSEG_KEEP_FREED_HEAP"
 
 
 def is_glibc() -> bool:
@@ -56,6 +60,9 @@ def restart_with_huge_pages() -> None:
 
 
 def release_freed_heap() -> None:
-  """Returns the freed pages of malloc's heap to the OS (glibc's malloc_trim)."""
-  if is_glibc():
+  """Returns the freed pages of malloc's heap to the OS (glibc's malloc_trim).
+
+  Does nothing off glibc or when the KEEP_FREED_HEAP environment variable is set.
+  """
+  if is_glibc() and not os.environ.get(KEEP_FREED_HEAP):
     ctypes.CDLL("libc.so.6").malloc_trim(0)

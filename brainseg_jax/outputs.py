@@ -1,6 +1,6 @@
 """Everything evaluation writes into the workdir, as a person would want to read it.
 
-  metrics.json      protocol, pooled and per-volume metrics
+  the metrics       protocol, pooled and per-volume metrics (workdir.write_metrics)
   per_volume.csv    one row per test volume
   summary.md        the pooled table, with the protocol in words
   roc_pr.png        pooled ROC and precision-recall curves
@@ -22,7 +22,9 @@ import nibabel as nib
 import numpy as np
 
 from brainseg_jax import figures
+from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.datasets import input_pipeline
+from brainseg_jax.workdir import LABELLED
 from data_prep import atomic
 
 _CSV_KEYS = ("dice", "sensitivity", "precision", "accuracy", "lesions", "lesions_detected",
@@ -61,7 +63,7 @@ class EvalOutputs:
         save_nifti(input_pipeline.to_original_grid(self.builder, volume.subject_id, array), path)
 
   def finish(self, result: dict, curves: dict):
-    atomic.write_json(os.path.join(self.workdir, "metrics.json"), result)
+    workdir_lib.write_metrics(self.workdir, result)
     atomic.write_text(os.path.join(self.workdir, "per_volume.csv"), _per_volume_csv(result))
     atomic.write_text(os.path.join(self.workdir, "summary.md"), summary_markdown(result))
     figures.save_curves(os.path.join(self.workdir, "roc_pr.png"), curves,
@@ -98,7 +100,7 @@ def summary_markdown(result: dict) -> str:
            f"Checkpoint step {result['checkpoint_step']}. Thresholds from the healthy validation "
            f"brains at false-positive rates {', '.join(f'{f:g}' for f in fprs)} (headline "
            f"{fprs[0]:g}: threshold {protocol['threshold']:.4g}){_labelled_note(protocol)}. "
-           f"Trained on {protocol.get('train_slices', 'all')} slices. Residual: "
+           f"Trained on {protocol['train_slices']} slices. Residual: "
            f"{protocol['residual']}. Post-processing: "
            f"{', '.join(protocol['postprocess_active']) or 'none'}.", "",
            "| lesions | threshold | Dice | sensitivity | precision | lesions found | "
@@ -107,7 +109,7 @@ def summary_markdown(result: dict) -> str:
   for group, m in result["pooled"].items():
     for name in protocol["thresholds"]:
       a = m[name]
-      lines.append(f"| {group} ({m['num_volumes']}) | {_threshold_label(name)} | "
+      lines.append(f"| {group} ({m['num_volumes']}) | {workdir_lib.threshold_label(name)} | "
                    f"{_fmt(a['dice'])} | "
                    f"{_fmt(a['sensitivity'])} | {_fmt(a['precision'])} | "
                    f"{_fmt(a['lesion_sensitivity'])} | {a['false_positive_components']} | "
@@ -125,16 +127,10 @@ def summary_markdown(result: dict) -> str:
 
 
 def _labelled_note(protocol: dict) -> str:
-  if "labelled_validation" not in protocol["thresholds"]:
+  if LABELLED not in protocol["thresholds"]:
     return ""
   return (f", and the threshold of best Dice on the labelled validation volumes "
-          f"({protocol['thresholds']['labelled_validation']:.4g})")
-
-
-def _threshold_label(name: str) -> str:
-  """"healthy FPR 0.01" for fpr_0.01; "labelled validation" for the labelled one."""
-  return (f"healthy FPR {name[len('fpr_'):]}" if name.startswith("fpr_")
-          else name.replace("_", " "))
+          f"({protocol['thresholds'][LABELLED]:.4g})")
 
 
 def _fmt(value) -> str:

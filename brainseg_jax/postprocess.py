@@ -1,7 +1,7 @@
 """Post-processing of anomaly maps: every step a config switch, off by default.
 
 Published numbers in this field often hide such steps; here each one is named
-in the config and in metrics.json, and evaluation reports what each changes.
+in the config and in the run's metrics, and evaluation reports what each changes.
 All steps work on whole 3D volumes (slices, height, width).
 """
 

@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from brainseg_jax.thresholds import Threshold
+from brainseg_jax.workdir import Threshold
 from data_prep.qc import RegistrationQC
 from data_prep.qc import problems as qc_problems
 

@@ -10,47 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from brainseg_jax import checkpoints, parallel, postprocess
-from brainseg_jax.datasets import schema
+from brainseg_jax import config as config_lib
+from brainseg_jax.config import RESIDUALS
 from brainseg_jax.models import Model, create_model
-
-RESIDUALS = ("abs", "positive")
-# What config.eval.residual may say: a residual, or "auto" (chosen by modality, residual_for).
-RESIDUAL_SETTINGS = (*RESIDUALS, "auto")
-# Modalities whose lesions of interest are hyperintense: "auto" takes the positive residual.
-_HYPERINTENSE_LESIONS = ("flair", "t2")
-
-
-def scored_channels(config) -> tuple[str, ...]:
-  """The modalities the anomaly map averages over: `eval.score_channels`, all if empty.
-
-  A model that reconstructs FLAIR, T1 and T1c can still be scored on its FLAIR
-  residual alone; the intensity baseline on a several-channel dataset is then
-  plain FLAIR thresholding of the same patients.
-  """
-  channels = schema.modalities(config.dataset)
-  chosen = tuple(config.eval.get("score_channels", ()) or ())
-  return chosen or channels
-
-
-def channel_indices(config) -> tuple[int, ...]:
-  """Positions of `scored_channels` in the images' channel axis."""
-  channels = schema.modalities(config.dataset)
-  return tuple(channels.index(name) for name in scored_channels(config))
-
-
-def residual_for(config) -> str:
-  """The config's residual, "auto" resolved by modality: "positive" for FLAIR and T2 (all
-  scored channels; a T1 channel, where gliomas are dark, makes it "abs").
-
-  On the LGG validation patients (FLAIR, denoising U-Net) the positive residual
-  raised the best validation Dice from 0.465 to 0.601: a reconstruction brighter
-  than the input (dark necrosis, CSF edges) is not a finding there.
-  """
-  residual = config.eval.residual
-  if residual != "auto":
-    return residual
-  hyperintense = all(m in _HYPERINTENSE_LESIONS for m in scored_channels(config))
-  return "positive" if hyperintense else "abs"
 
 
 def anomaly_map(images, reconstruction, brain_mask, residual: str = "abs", channels=None):
@@ -107,8 +69,9 @@ class VolumeScorer:
 
 
 def scorer_for(model: Model, config, mesh=None) -> VolumeScorer:
-  """The scorer a config asks for: its residual (`residual_for`) over its `scored_channels`."""
-  return VolumeScorer(model, residual_for(config), mesh, channel_indices(config))
+  """The scorer a config asks for: its residual over its scored channels (config.py)."""
+  return VolumeScorer(model, config_lib.residual(config), mesh,
+                      config_lib.scored_channel_indices(config))
 
 
 def restore_scorer(config, workdir: str) -> tuple[VolumeScorer, object, int]:

@@ -15,7 +15,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from brainseg_jax import checkpoints, config_checks, host_memory, parallel, standardization
+from brainseg_jax import checkpoints, host_memory, parallel, standardization
+from brainseg_jax import config as config_lib
 from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.datasets import input_pipeline
 from brainseg_jax.errors import UserError
@@ -55,7 +56,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, mesh=None):
   """
   workdir = workdir_lib.ensure_writable(workdir)
   mesh = parallel.data_mesh() if mesh is None else mesh
-  config_checks.check(config, mesh.size)
+  config_lib.check(config, mesh.size)
   with workdir_lib.exclusive(workdir):
     return _train(config, workdir, mesh)
 

@@ -1,4 +1,16 @@
-"""The run's working directory: checked writable before any work starts, used by one run at once.
+"""The run's folder (workdir): every file in it, by name and format, and who may write it.
+
+    checkpoints/             Orbax checkpoints of the train state, each with its config
+    config.json              the config evaluation ran with (the only record of a model with
+                             nothing to train, whose config no checkpoint holds)
+    metrics.json             evaluation's protocol (thresholds), pooled and per-volume metrics
+    standardization.json     the intensity standard scale, learned on the training split
+    calibrations/<name>.json thresholds re-derived on a site's own healthy scans
+    train_time.json          training wall time up to the latest checkpoint
+    .lock                    held by the one run writing here
+
+Everyone else reads and writes these through the functions below; evaluation's
+human-readable outputs (tables, figures, NIfTI maps) are outputs.py's.
 
 Two runs writing the same checkpoints and outputs would corrupt both, so
 training and evaluation hold an exclusive lock on the workdir (`exclusive`).
@@ -7,10 +19,12 @@ its process ends, however it ends, so a killed run never leaves it stuck.
 """
 
 import contextlib
+import dataclasses
 import fcntl
 import glob
 import json
 import os
+import re
 import tempfile
 
 import jax
@@ -19,6 +33,12 @@ from brainseg_jax.errors import UserError
 from data_prep import atomic
 
 LOCK_FILE = ".lock"
+CHECKPOINT_DIR = "checkpoints"
+EVALUATED_CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+STANDARDIZATION_FILE = "standardization.json"
+CALIBRATION_DIR = "calibrations"
+TRAIN_TIME_FILE = "train_time.json"
 
 
 def ensure_writable(directory: str, what: str = "workdir") -> str:
@@ -81,9 +101,6 @@ def _remove_stale_temporaries(workdir: str):
         os.remove(path)
 
 
-TRAIN_TIME_FILE = "train_time.json"
-
-
 def read_train_seconds(workdir: str, step: int) -> float:
   """Wall-clock training time that produced the checkpoint at `step` (0 if unknown).
 
@@ -100,3 +117,126 @@ def read_train_seconds(workdir: str, step: int) -> float:
 
 def write_train_seconds(workdir: str, step: int, seconds: float) -> None:
   atomic.write_json(os.path.join(workdir, TRAIN_TIME_FILE), {"step": step, "seconds": seconds})
+
+
+# --------------------------------------------------------------------------- files of a run
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+
+
+def standardization_path(workdir: str) -> str:
+  return os.path.join(workdir, STANDARDIZATION_FILE)
+
+
+def metrics_path(workdir: str) -> str:
+  return os.path.join(workdir, METRICS_FILE)
+
+
+def write_metrics(workdir: str, result: dict) -> None:
+  atomic.write_json(metrics_path(workdir), result)
+
+
+def read_metrics(workdir: str) -> dict:
+  """Evaluation's record of the run; a missing or unreadable one is a UserError naming it."""
+  path = metrics_path(workdir)
+  if not os.path.isfile(path):
+    raise UserError(f"{path} not found: run python -m brainseg_jax.eval first; its healthy "
+                    "validation data sets the threshold")
+  return _read_json(path)
+
+
+def has_metrics(workdir: str) -> bool:
+  return os.path.isfile(metrics_path(workdir))
+
+
+def write_evaluated_config(workdir: str, config_dict: dict) -> None:
+  atomic.write_json(os.path.join(workdir, EVALUATED_CONFIG_FILE), config_dict)
+
+
+def read_evaluated_config(workdir: str) -> dict | None:
+  """The config evaluation wrote (None if there is none)."""
+  path = os.path.join(workdir, EVALUATED_CONFIG_FILE)
+  return _read_json(path) if os.path.isfile(path) else None
+
+
+def _read_json(path: str):
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise UserError(f"{path} cannot be read: {e}") from e
+
+
+# --------------------------------------------------------------------------- thresholds
+
+# Threshold names: "fpr_<f>" flags a fraction f of healthy validation brain voxels;
+# LABELLED is the threshold of best Dice on the validation split's lesion labels.
+LABELLED = "labelled_validation"
+
+
+def threshold_name(healthy_fpr: float) -> str:
+  return f"fpr_{healthy_fpr:g}"
+
+
+def threshold_label(name: str) -> str:
+  """In words: "healthy FPR 0.01" for fpr_0.01; "labelled validation" for the labelled one."""
+  return (f"healthy FPR {name[len('fpr_'):]}" if name.startswith("fpr_")
+          else name.replace("_", " "))
+
+
+@dataclasses.dataclass(frozen=True)
+class Threshold:
+  value: float
+  healthy_fpr: float  # the fraction of healthy brain voxels it flags, by construction
+  source: str  # in words, for reports
+
+
+def model_threshold(workdir: str) -> Threshold:
+  """The headline threshold evaluation chose on healthy validation data (metrics.json)."""
+  protocol = read_metrics(workdir)["protocol"]
+  return Threshold(float(protocol["threshold"]), float(protocol["healthy_fpr"]),
+                   f"model evaluation: {protocol['threshold_source']}, healthy FPR "
+                   f"{protocol['healthy_fpr']:g}")
+
+
+def calibration_path(workdir: str, name: str) -> str:
+  if not re.fullmatch(r"[A-Za-z0-9_.-]+", name or ""):
+    raise UserError(f"calibration name {name!r}: use letters, digits, '_', '-' or '.'")
+  return os.path.join(workdir, CALIBRATION_DIR, f"{name}.json")
+
+
+def calibration_record(name: str, folder: str, scans: list[str], skipped: dict,
+                       thresholds_by_fpr: dict[float, float], brain_voxels: int,
+                       created: str) -> dict:
+  """A calibration file's contents: thresholds by healthy FPR, and the scans behind them."""
+  fprs = list(thresholds_by_fpr)
+  return {"name": name, "folder": folder, "scans": scans, "skipped": skipped,
+          "healthy_fprs": fprs,
+          "thresholds": {threshold_name(f): v for f, v in thresholds_by_fpr.items()},
+          "brain_voxels": brain_voxels, "created": created}
+
+
+def save_calibration(workdir: str, record: dict) -> str:
+  path = calibration_path(workdir, record["name"])
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  atomic.write_json(path, record)
+  return path
+
+
+def calibration_threshold(workdir: str, name: str) -> Threshold:
+  """The headline threshold of the calibration `name` of the model in `workdir`."""
+  path = calibration_path(workdir, name)
+  if not os.path.isfile(path):
+    folder = os.path.join(workdir, CALIBRATION_DIR)
+    known = sorted(f[:-5] for f in os.listdir(folder)
+                   if f.endswith(".json")) if os.path.isdir(folder) else []
+    raise UserError(f"no calibration {name!r} in {workdir} (known: {known or 'none'}): run "
+                    f"python -m brainseg_jax.calibrate --workdir={workdir} --healthy=FOLDER "
+                    f"--name={name}")
+  record = _read_json(path)
+  fpr = record["healthy_fprs"][0]
+  return Threshold(float(record["thresholds"][threshold_name(fpr)]), float(fpr),
+                   f"calibration {name!r}: {len(record['scans'])} healthy scans of "
+                   f"{record['folder']}, healthy FPR {fpr:g}")

@@ -1,10 +1,9 @@
 """Deterministic autoencoder with a dense bottleneck on the built-in FLAIR dataset."""
 
-from configs import default
+from brainseg_jax import config as config_lib
 
 
 def get_config(variant: str | None = None):
-  config = default.get_config()
+  config = config_lib.defaults("ae")
   config.experiment = "ae"
-  config.model.name = "ae"
-  return default.with_variant(config, variant)
+  return config_lib.with_variant(config, variant)

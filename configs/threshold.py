@@ -4,11 +4,10 @@ The same evaluation protocol as the models: each threshold flags a fraction
 `eval.healthy_fprs` of the healthy validation brain voxels.
 """
 
-from configs import default
+from brainseg_jax import config as config_lib
 
 
 def get_config(variant: str | None = None):
-  config = default.get_config()
+  config = config_lib.defaults("threshold")
   config.experiment = "threshold"
-  config.model.name = "threshold"
-  return default.with_variant(config, variant)
+  return config_lib.with_variant(config, variant)

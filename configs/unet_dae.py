@@ -24,37 +24,16 @@ The paper also erodes the brain mask and median-filters the anomaly map
 (kernel 5) before thresholding: `eval.postprocess.brain_erosion=2` and
 `eval.postprocess.median_filter_size=5` do that; off here, as for every other
 model, so the comparison tables stay like for like.
+Its model keys and their defaults: brainseg_jax/models/unet_dae.py.
 """
 
-import ml_collections
-
-from configs import default
-
-
-def model_config() -> ml_collections.ConfigDict:
-  """The U-Net's keys only: none of the autoencoders' (channels, bottleneck, ...) apply."""
-  model = ml_collections.ConfigDict()
-  model.name = "unet_dae"
-  model.base_width = 16  # features at full resolution, doubled per level (paper: 64)
-  model.levels = 4  # resolution levels: 3 halvings, 128 -> 16
-  model.norm_groups = 8  # group norm groups; base_width must be a multiple
-  # Noise std (intensities are ~[0, 1]) and the side of the grid it is drawn on:
-  # 16 across the image, ~8 pixel blobs at 128x128.
-  model.noise_std = 0.2
-  model.noise_resolution = 16
-  return model
+from brainseg_jax import config as config_lib
 
 
 def get_config(variant: str | None = None):
-  config = default.get_config()
+  config = config_lib.defaults("unet_dae")
   config.experiment = "unet_dae"
   config.optimizer = "amsgrad"
   config.learning_rate = 1e-3
   config.weight_decay = 1e-5
-  config = default.with_variant(config, variant)
-  # Replaced after the variant, which shrinks the autoencoders' keys.
-  config.model = model_config()
-  if variant == "smoke":
-    config.model.base_width = 8
-    config.model.norm_groups = 4  # groups of 2 features at full resolution, as at width 16
-  return config
+  return config_lib.with_variant(config, variant)

@@ -1,12 +1,9 @@
 """Variational autoencoder with a dense bottleneck on the built-in FLAIR dataset."""
 
-from configs import default
+from brainseg_jax import config as config_lib
 
 
 def get_config(variant: str | None = None):
-  config = default.get_config()
+  config = config_lib.defaults("vae")
   config.experiment = "vae"
-  config.model.name = "vae"
-  # Weight of the KL term against the per-slice sum of squared errors.
-  config.model.kl_weight = 1.0
-  return default.with_variant(config, variant)
+  return config_lib.with_variant(config, variant)

@@ -1,6 +1,6 @@
 """One volume from raw NIfTI files to axial slices on the template grid, and back.
 
-Steps, each switchable in `PrepConfig` (see docs/data_prep.md):
+Steps, each switchable in `PrepConfig` (see docs/data.md):
 load + validate -> reorient to RAS -> resample to the working spacing -> N4 ->
 affine registration to MNI152 -> brain mask (given, or the template's carried
 through the registration) -> one interpolation onto the fixed output grid

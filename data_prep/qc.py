@@ -38,8 +38,8 @@ field of view: partial-coverage scans (thick-slice 2D stacks) are normal, but
 a scan that covers under half the brain is reported.
 
 A volume is flagged when a measure leaves its range (`flag_reasons`). The
-ranges come from the IXI T1, elderly FLAIR and LGG builds (README,
-"Registration quality control"). Builders leave flagged volumes out of the
+ranges come from the IXI T1, elderly FLAIR and LGG builds
+(docs/registration_qc.md). Builders leave flagged volumes out of the
 dataset and report them; they are never used silently.
 """
 

@@ -22,14 +22,11 @@ parallel.single_threaded_device_kernels()
 import functools  # noqa: E402
 import hashlib  # noqa: E402
 import pathlib  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
+from tests.helpers import PROJECT_ROOT, run  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -87,25 +84,6 @@ def sample_data_dir() -> pathlib.Path:
   if not path.is_dir():
     pytest.skip(f"real sample data not found at {path} (set BRAINSEG_SAMPLE_DATA)")
   return path
-
-
-def as_batch(images, brain_mask=None) -> dict:
-  """A train-step batch from images (B, H, W, 1); the brain is every voxel unless given."""
-  if brain_mask is None:
-    brain_mask = np.ones(np.shape(images), bool)
-  return {"image": images, "brain_mask": brain_mask}
-
-
-def run(args, data_dir, timeout=600, check=True):
-  """Runs `python <args>` from the project root, with the session's dataset dir."""
-  command = [sys.executable, *args]
-  if data_dir is not None:
-    command.append(f"--config.dataset.data_dir={data_dir}")
-  result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
-  if check:
-    assert result.returncode == 0, result.stderr[-3000:]
-  return result
 
 
 @pytest.fixture(scope="session")

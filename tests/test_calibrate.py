@@ -5,11 +5,12 @@ import shutil
 
 import pytest
 
-from brainseg_jax import calibrate, checkpoints, thresholds
+from brainseg_jax import calibrate
+from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.errors import UserError
 from configs import threshold as threshold_config
 from data_prep import load
-from tests.conftest import run
+from tests.helpers import run
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +41,10 @@ def test_calibration_is_stored_by_name_and_reads_no_lesion_mask(vae_smoke_run, s
   # Looser healthy false-positive rates give lower thresholds.
   values = [stored["thresholds"][k] for k in ("fpr_0.01", "fpr_0.05", "fpr_0.1")]
   assert values == sorted(values, reverse=True)
-  threshold = thresholds.from_calibration(str(workdir), "site_a")
+  threshold = workdir_lib.calibration_threshold(str(workdir), "site_a")
   assert threshold.value == values[0] and "calibration 'site_a'" in threshold.source
   # The model's own threshold is untouched.
-  assert thresholds.from_model(str(workdir)).value == json.loads(
+  assert workdir_lib.model_threshold(str(workdir)).value == json.loads(
       (vae_smoke_run[0] / "metrics.json").read_text())["protocol"]["threshold"]
 
 
@@ -65,9 +66,9 @@ def test_a_scan_failing_registration_qc_is_left_out_with_its_reason(vae_smoke_ru
 
 def test_an_unknown_calibration_name_is_a_clear_error(vae_smoke_run):
   with pytest.raises(UserError, match="no calibration 'nope'"):
-    thresholds.from_calibration(str(vae_smoke_run[0]), "nope")
+    workdir_lib.calibration_threshold(str(vae_smoke_run[0]), "nope")
   with pytest.raises(UserError, match="calibration name"):
-    thresholds.calibration_path(str(vae_smoke_run[0]), "../escape")
+    workdir_lib.calibration_path(str(vae_smoke_run[0]), "../escape")
 
 
 @pytest.mark.parametrize("make, message", [
@@ -94,7 +95,7 @@ def test_a_model_of_several_modalities_is_refused_in_one_line(tmp_path):
   """calibrate reads one scan per subject; a FLAIR+T1+T1c model needs three: said up front."""
   config = threshold_config.get_config()
   config.dataset.modalities = ("flair", "t1", "t1c")
-  (tmp_path / checkpoints.EVALUATED_CONFIG_FILE).write_text(json.dumps(config.to_dict()))
+  (tmp_path / workdir_lib.EVALUATED_CONFIG_FILE).write_text(json.dumps(config.to_dict()))
   (tmp_path / "healthy").mkdir()
   (tmp_path / "healthy" / "scan.nii.gz").write_bytes(b"")
   with pytest.raises(UserError, match="takes 3 modalities as channels"):

@@ -12,7 +12,7 @@ from brainseg_jax import checkpoints
 from brainseg_jax.errors import UserError
 from brainseg_jax.models import create_model
 from configs import vae
-from tests.conftest import run
+from tests.helpers import run
 
 
 def _saved_steps(workdir, steps=(10, 20)):

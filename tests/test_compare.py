@@ -2,7 +2,7 @@ import json
 
 import matplotlib.pyplot as plt
 
-from tests.conftest import run
+from tests.helpers import run
 
 
 def test_compare_trains_evaluates_and_tabulates_what_eval_measured(tmp_path, data_dir):

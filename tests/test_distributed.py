@@ -13,7 +13,7 @@ from brainseg_jax import checkpoints
 from brainseg_jax.datasets import input_pipeline
 from brainseg_jax.models import create_model, create_train_state
 from configs import ae
-from tests.conftest import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
 
 STEPS = 20
 

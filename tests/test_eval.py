@@ -7,7 +7,7 @@ whose validation patient carries a tumour label.
 import numpy as np
 import pytest
 
-from brainseg_jax import eval as evaluation
+from brainseg_jax import evaluation
 from brainseg_jax.datasets import input_pipeline
 from configs import threshold
 from tests.datasets import lgg_fixture

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT, run
+from tests.helpers import PROJECT_ROOT, run
 
 
 def test_launch_trains_then_evaluates(vae_smoke_run):

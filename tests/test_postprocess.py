@@ -1,11 +1,11 @@
 import numpy as np
 
+from brainseg_jax import config as config_lib
 from brainseg_jax import postprocess
-from configs import default
 
 
 def switches(**overrides):
-  config = default.get_config().eval.postprocess
+  config = config_lib.defaults().eval.postprocess
   config.update(overrides)
   return config
 

@@ -6,9 +6,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brainseg_jax import checkpoints, predict
+from brainseg_jax import scans
+from brainseg_jax import workdir as workdir_lib
 from configs import threshold as threshold_config
-from tests.conftest import run
+from tests.helpers import run
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +154,7 @@ def _three_channel_baseline(workdir, threshold=0.5):
   config = threshold_config.get_config("smoke")
   config.dataset.modalities = ("flair", "t1", "t1c")
   workdir.mkdir()
-  (workdir / checkpoints.EVALUATED_CONFIG_FILE).write_text(json.dumps(config.to_dict()))
+  (workdir / workdir_lib.EVALUATED_CONFIG_FILE).write_text(json.dumps(config.to_dict()))
   protocol = {"threshold": threshold, "healthy_fpr": 0.01, "threshold_source": "test"}
   (workdir / "metrics.json").write_text(json.dumps({"protocol": protocol}))
   return workdir
@@ -183,7 +184,7 @@ def test_several_modalities_are_the_channels_of_one_map(tmp_path, sample_data_di
   from data_prep import pipeline
   # One registration thread, as the FLAIR-only run below: registration on several is not
   # bit-reproducible (on a loaded machine a few voxels differed by 0.05).
-  scorer = predict.ScanScorer(str(_three_channel_baseline(tmp_path / "run")), threads=1)
+  scorer = scans.ScanScorer(str(_three_channel_baseline(tmp_path / "run")), threads=1)
   flair, t1, t1c = _session(sample_data_dir)
   prepared, volume, _, anomaly = scorer(str(flair), None, (str(t1), str(t1c)))
   assert volume.image.shape[-1] == 3

@@ -7,9 +7,9 @@ import nibabel as nib
 import numpy as np
 
 from brainseg_jax import report
-from brainseg_jax.thresholds import Threshold
+from brainseg_jax.workdir import Threshold
 from data_prep.qc import RegistrationQC
-from tests.conftest import run
+from tests.helpers import run
 
 
 def _prediction():

@@ -1,25 +1,15 @@
-"""The residual an anomaly map is made of: chosen by modality unless the config names one."""
+"""Anomaly maps: the residual inside the brain, scored one volume at a time."""
 
 import logging
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
-from brainseg_jax import config_checks, scoring
-from brainseg_jax.errors import UserError
+from brainseg_jax import scoring
 from brainseg_jax.models import create_model, create_train_state
 from configs import vae
-
-
-@pytest.mark.parametrize("modality, residual, expected", [
-    ("flair", "auto", "positive"), ("t2", "auto", "positive"), ("t1", "auto", "abs"),
-    ("t1c", "auto", "abs"), ("flair", "abs", "abs"), ("t1", "positive", "positive")])
-def test_auto_residual_is_positive_for_hyperintense_lesions(modality, residual, expected):
-  config = vae.get_config()
-  config.dataset.modality, config.eval.residual = modality, residual
-  assert scoring.residual_for(config) == expected
+from tests.helpers import three_channel_config
 
 
 def test_positive_residual_ignores_a_reconstruction_brighter_than_the_input():
@@ -32,25 +22,9 @@ def test_positive_residual_ignores_a_reconstruction_brighter_than_the_input():
                              [0.3, 0.5, 0], atol=1e-6)
 
 
-def _three_channel_config(score_channels=()):
-  config = vae.get_config()
-  config.dataset.modalities = ("flair", "t1", "t1c")
-  config.eval.score_channels = score_channels
-  return config
-
-
-def test_score_channels_picks_the_named_modalities_and_their_residual():
-  everything, flair_only = _three_channel_config(), _three_channel_config(("flair",))
-  assert scoring.scored_channels(everything) == ("flair", "t1", "t1c")
-  assert scoring.residual_for(everything) == "abs"  # T1 among the scored channels
-  assert scoring.channel_indices(flair_only) == (0,)
-  assert scoring.residual_for(flair_only) == "positive"
-  assert scoring.channel_indices(_three_channel_config(("t1c", "flair"))) == (2, 0)
-
-
 def test_threshold_scorer_on_three_channels_scores_the_flair_channel_alone():
   """The intensity baseline of a FLAIR+T1+T1c dataset is FLAIR thresholding, not a mix."""
-  config = _three_channel_config(("flair",))
+  config = three_channel_config(("flair",))
   config.model.name = "threshold"
   model = create_model(config)
   scorer = scoring.scorer_for(model, config)
@@ -58,17 +32,9 @@ def test_threshold_scorer_on_three_channels_scores_the_flair_channel_alone():
   brain = np.ones((1, 4, 4, 1), bool)
   anomaly = scorer(scorer.place(create_train_state(model, config)), images, brain)[1]
   np.testing.assert_allclose(anomaly, 0.7, atol=1e-6)
-  mixed = scoring.scorer_for(model, _three_channel_config())  # all channels: the mean
+  mixed = scoring.scorer_for(model, three_channel_config())  # all channels: the mean
   np.testing.assert_allclose(mixed(mixed.place(create_train_state(model, config)), images,
                                    brain)[1], (0.7 + 0.1 + 0.3) / 3, atol=1e-6)
-
-
-@pytest.mark.parametrize("score_channels, message", [
-    (("t2",), "unknown eval.score_channels entry 't2'"),
-    (("flair", "flair"), "names a modality twice")])
-def test_wrong_score_channels_end_with_one_line(score_channels, message):
-  with pytest.raises(UserError, match=message):
-    config_checks.check(_three_channel_config(score_channels))
 
 
 def test_scorer_compiles_once_for_every_volume_of_a_shape(caplog):

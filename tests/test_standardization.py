@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from brainseg_jax import eval as evaluation
-from brainseg_jax import standardization
+from brainseg_jax import evaluation, standardization
+from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.datasets import input_pipeline
 from brainseg_jax.errors import UserError
 from configs import threshold
@@ -44,7 +44,7 @@ def test_eval_fits_the_scale_once_and_then_reads_it_from_the_workdir(lgg, tmp_pa
   workdir = tmp_path / "run"
   first = evaluation.evaluate(config, str(workdir))
   assert first["protocol"]["standardize"] == "nyul"
-  path = workdir / standardization.FILE
+  path = workdir / workdir_lib.STANDARDIZATION_FILE
   record = json.loads(path.read_text())
   assert record["method"] == "nyul" and record["num_scans"] == 1  # the one training patient
   record["scale"] = [0.5 * s for s in record["scale"]]  # another site's scale: halves intensities

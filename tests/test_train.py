@@ -5,14 +5,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from brainseg_jax import config_checks, parallel, train
+from brainseg_jax import config as config_lib
+from brainseg_jax import parallel, train
 from brainseg_jax.datasets import input_pipeline
 from brainseg_jax.errors import UserError
 from brainseg_jax.models import create_model
 from configs import fanogan as fanogan_config
 from configs import unet_dae as unet_dae_config
 from configs import vae as vae_config
-from tests.conftest import as_batch
+from tests.helpers import as_batch
 
 
 def tiny_config(data_dir, name="vae"):
@@ -101,11 +102,11 @@ def test_impossible_configs_are_rejected_with_the_cause():
   config = tiny_config("")
   config.batch_size = 6
   with pytest.raises(UserError, match="batch_size 6 is not divisible by the 4 devices"):
-    config_checks.check(config, 4)
+    config_lib.check(config, 4)
   config = tiny_config("")
   config.dataset.resolution = 34
   with pytest.raises(UserError, match="resolution 34 is not divisible by 2\\^2 = 4"):
-    config_checks.check(config, 4)
+    config_lib.check(config, 4)
 
 
 def test_unwritable_workdir_is_a_clear_error(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.errors import UserError
-from tests.conftest import PROJECT_ROOT, run
+from tests.helpers import PROJECT_ROOT, run
 
 _HOLD_LOCK = ("import sys, time; from brainseg_jax import workdir as w\n"
               "with w.exclusive(sys.argv[1]):\n  print('locked', flush=True); time.sleep(600)")

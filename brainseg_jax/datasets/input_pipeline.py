@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from scipy import ndimage
 
+from brainseg_jax import config as config_lib
 from brainseg_jax.datasets import (
   brats,
   elderly_flair,
@@ -54,7 +55,8 @@ def get_builder(dataset_config: ml_collections.ConfigDict) -> tfds.core.DatasetB
     raise UserError(f"unknown dataset.name {dataset_config.name!r}: "
                     f"expected one of {sorted(BUILDERS)}")
   builder_cls = BUILDERS[dataset_config.name]
-  config_name = schema.variant_name(schema.modalities(dataset_config), dataset_config.resolution)
+  config_name = schema.variant_name(config_lib.modalities(dataset_config),
+                                    dataset_config.resolution)
   known = [c.name for c in builder_cls.BUILDER_CONFIGS]
   if config_name not in known:
     raise UserError(f"dataset {dataset_config.name} has no variant {config_name!r} "
@@ -92,7 +94,7 @@ def split_source(builder: tfds.core.DatasetBuilder, split: str):
 def _download_config(builder, dataset_config) -> tfds.download.DownloadConfig | None:
   """The manual download folder of datasets that need one, checked before a long build."""
   instructions = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
-  manual_dir = os.path.expanduser(dataset_config.get("manual_dir", "") or "")
+  manual_dir = os.path.expanduser(dataset_config.manual_dir)
   if not instructions:
     return tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
   if not manual_dir or not os.path.isdir(manual_dir):

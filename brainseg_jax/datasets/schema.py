@@ -13,12 +13,6 @@ import tensorflow_datasets as tfds
 ANOMALY_TYPES = ("none", "ms", "glioma", "wmh")
 
 
-def modalities(dataset_config) -> tuple[str, ...]:
-  """The image channels of a dataset config: `dataset.modalities`, else (`dataset.modality`,)."""
-  several = tuple(dataset_config.get("modalities", ()) or ())
-  return several or (dataset_config.modality,)
-
-
 def variant_name(channels, resolution: int) -> str:
   """The builder config name: "flair_64", or "flair-t1-t1c_64" for several channels."""
   return f"{'-'.join(channels)}_{resolution}"

@@ -1,15 +1,18 @@
 """Model families: a name -> module table (see base.Model for the interface).
 
 Each family's module builds its `Model` from the experiment config with
-`create_model(config)`, as big_vision's model modules do; adding a family is a
+`create_model(config)`, as big_vision's model modules do, and declares its own
+config keys beside its code: `model_config()` (the `config.model` block with
+its defaults), `smoke(model)` (what the `:smoke` variant shrinks) and
+`check(config)` (UserError naming a key that cannot work). Adding a family is a
 new module and one line in `FAMILIES`.
 """
 
 import jax
 import ml_collections
 
+from brainseg_jax import config as config_lib
 from brainseg_jax import host_memory
-from brainseg_jax.datasets import schema
 from brainseg_jax.errors import UserError
 from brainseg_jax.models import ae, dae, fanogan, threshold, unet_dae, vae
 from brainseg_jax.models.base import Model
@@ -34,8 +37,7 @@ def create_train_state(model: Model, config: ml_collections.ConfigDict):
   their executables behind; as one function it gives the same parameters bit for
   bit and a training process peaks ~450 MB lower (bench/train_benchmark.py).
   """
-  shape = (config.dataset.resolution, config.dataset.resolution,
-           len(schema.modalities(config.dataset)))
+  shape = config_lib.image_shape(config)
   state = jax.jit(lambda rng: model.create_state(rng, shape))(jax.random.key(config.seed))
   host_memory.release_freed_heap()  # what compiling the initialisation left behind
   return state

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from brainseg_jax.errors import positive_int, require
 from brainseg_jax.models import ae, layers, reconstruction
 
 
@@ -43,3 +44,38 @@ def create_model(config: ml_collections.ConfigDict):
                            noise_resolution=config.model.noise_resolution)
   return reconstruction.make_model("dae", module, loss, functools.partial(ae.reconstruct, module),
                                    config)
+
+
+# --------------------------------------------------------------------------- config
+
+
+def model_config() -> ml_collections.ConfigDict:
+  """The AE's architecture with a spatial bottleneck, and the coarse noise."""
+  model = ae.model_config()
+  model.name = "dae"
+  model.bottleneck = "spatial"
+  model.latent_channels = 64
+  # Noise std (intensities are ~[0, 1]) and the side of the grid it is drawn on
+  # before bilinear upsampling: 16 on a 128 image makes blobs of ~8 pixels.
+  model.noise_std = 0.2
+  model.noise_resolution = 16
+  return model
+
+
+def smoke(model: ml_collections.ConfigDict) -> None:
+  ae.smoke(model)
+  model.noise_resolution = 8  # the same blob size on the smoke run's 64x64 slices
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  ae.check(config)
+  check_noise(config)
+
+
+def check_noise(config: ml_collections.ConfigDict) -> None:
+  """The coarse-noise keys (shared with the denoising U-Net)."""
+  model = config.model
+  require(model.noise_std > 0, "model.noise_std", model.noise_std, "a number > 0")
+  positive_int(model, "noise_resolution", "model.")
+  require(model.noise_resolution <= config.dataset.resolution, "model.noise_resolution",
+          model.noise_resolution, f"at most dataset.resolution ({config.dataset.resolution})")

@@ -29,7 +29,8 @@ import ml_collections
 import optax
 from flax.training import train_state
 
-from brainseg_jax.datasets import schema
+from brainseg_jax import config as config_lib
+from brainseg_jax.errors import positive_int, require
 from brainseg_jax.models.base import Model
 
 
@@ -170,8 +171,8 @@ class FAnoGAN:
     self.config = config.model
     self.seed = config.seed
     channels = tuple(self.config.channels)
-    self.generator = Generator(channels, config.dataset.resolution,
-                               len(schema.modalities(config.dataset)))
+    size, _, image_channels = config_lib.image_shape(config)
+    self.generator = Generator(channels, size, image_channels)
     self.critic = Critic(channels)
     self.encoder = Encoder(channels, self.config.latent_dim)
     betas = dict(b1=self.config.adam_b1, b2=self.config.adam_b2)
@@ -292,3 +293,46 @@ def create_model(config: ml_collections.ConfigDict) -> Model:
   gan = FAnoGAN(config)
   return Model("fanogan", gan.create_state, gan.train_step, gan.reconstruct,
                slice_score=gan.slice_score, stage_of=gan.stage_of)
+
+
+# --------------------------------------------------------------------------- config
+
+
+def model_config() -> ml_collections.ConfigDict:
+  """The three networks' sizes and the two stages' schedules and optimisers."""
+  model = ml_collections.ConfigDict()
+  model.name = "fanogan"
+  model.channels = (16, 32, 64, 128)  # per level, 4x4 up to the image size
+  model.latent_dim = 128
+  # Stage 1, WGAN-GP: steps [0, gan_steps); stage 2, izif encoder: the rest.
+  model.gan_steps = 2000
+  model.critic_steps = 5  # critic updates per generator update
+  model.gradient_penalty_weight = 10.0
+  model.gan_learning_rate = 1e-4
+  model.encoder_learning_rate = 1e-4
+  model.adam_b1 = 0.0
+  model.adam_b2 = 0.9
+  model.feature_weight = 1.0  # kappa: weight of the critic-feature residual
+  return model
+
+
+def smoke(model: ml_collections.ConfigDict) -> None:
+  model.channels = (8, 16, 32)
+  model.latent_dim = 32
+  model.gan_steps = 40
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  model = config.model
+  channels = tuple(model.channels)
+  require(len(channels) > 0 and all(isinstance(c, int) and c > 0 for c in channels),
+          "model.channels", channels, "a non-empty tuple of positive integers")
+  size = config.dataset.resolution
+  require(size >= 8 and size & (size - 1) == 0, "dataset.resolution", size,
+          "a power of two >= 8 for f-AnoGAN (its generator doubles a 4x4 map up to it)")
+  for key in ("critic_steps", "latent_dim"):
+    positive_int(model, key, "model.")
+  require(0 < model.gan_steps < config.num_train_steps, "model.gan_steps", model.gan_steps,
+          f"in (0, num_train_steps = {config.num_train_steps}): the encoder stage needs steps")
+  for key in ("gan_learning_rate", "encoder_learning_rate"):
+    require(model[key] > 0, f"model.{key}", model[key], "a number > 0")

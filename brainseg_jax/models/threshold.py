@@ -30,3 +30,19 @@ def reconstruct(state, images):
 def create_model(config: ml_collections.ConfigDict) -> Model:
   del config  # nothing to configure
   return Model("threshold", create_state, None, reconstruct, trainable=False)
+
+
+# --------------------------------------------------------------------------- config
+
+
+def model_config() -> ml_collections.ConfigDict:
+  """Nothing to configure but the name."""
+  return ml_collections.ConfigDict({"name": "threshold"})
+
+
+def smoke(model: ml_collections.ConfigDict) -> None:
+  del model  # nothing to shrink
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  del config  # nothing to check

@@ -11,7 +11,7 @@ swish and group norm, with weight-standardised kernels; 2x2 average pooling
 down; the width doubles at each level; a linear 1x1 convolution out. Upsampling
 is a nearest-neighbour resize and a 3x3 convolution instead of the paper's 2x2
 transposed convolution, whose backward pass was ~3x slower on XLA:CPU; the pair
-is computed at the low resolution (`layers.upsample_conv`).
+is computed at the low resolution (`kernels.upsample_conv`).
 Padding is zero ("SAME"; the paper reflects): at the image border, outside
 the brain, the images are zero anyway.
 """
@@ -28,7 +28,7 @@ from brainseg_jax.models import layers
 
 @dataclasses.dataclass(frozen=True)
 class UNetArchitecture:
-  """The U-Net's settings, each the `config.model` key of the same name (configs/unet_dae.py).
+  """The U-Net's settings, each the `config.model` key of the same name (unet_dae.model_config).
 
   `base_width`: features at full resolution (64 in the paper), doubled at each
   level down; `levels`: resolution levels (4 in the paper: three halvings, so

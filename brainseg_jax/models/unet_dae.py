@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from brainseg_jax.errors import UserError, positive_int, require
 from brainseg_jax.models import dae, reconstruction, unet
 
 
@@ -78,3 +79,41 @@ def create_model(config: ml_collections.ConfigDict):
                            noise_resolution=config.model.noise_resolution)
   return reconstruction.make_model("unet_dae", module, loss, functools.partial(reconstruct, module),
                                    config)
+
+
+# --------------------------------------------------------------------------- config
+
+
+def model_config() -> ml_collections.ConfigDict:
+  """The U-Net's keys only: none of the autoencoders' (channels, bottleneck, ...) apply."""
+  model = ml_collections.ConfigDict()
+  model.name = "unet_dae"
+  model.base_width = 16  # features at full resolution, doubled per level (paper: 64)
+  model.levels = 4  # resolution levels: 3 halvings, 128 -> 16
+  model.norm_groups = 8  # group norm groups; base_width must be a multiple
+  # Noise std (intensities are ~[0, 1]) and the side of the grid it is drawn on:
+  # 16 across the image, ~8 pixel blobs at 128x128.
+  model.noise_std = 0.2
+  model.noise_resolution = 16
+  return model
+
+
+def smoke(model: ml_collections.ConfigDict) -> None:
+  model.base_width = 8
+  model.norm_groups = 4  # groups of 2 features at full resolution, as at width 16
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  model = config.model
+  for key in ("base_width", "norm_groups"):
+    positive_int(model, key, "model.")
+  positive_int(model, "levels", "model.", minimum=2)
+  require(model.base_width % model.norm_groups == 0, "model.base_width", model.base_width,
+          f"a multiple of model.norm_groups ({model.norm_groups}): group norm splits every "
+          "level's features into that many groups")
+  halvings = 2 ** (model.levels - 1)
+  if config.dataset.resolution % halvings:
+    raise UserError(f"dataset.resolution {config.dataset.resolution} is not divisible by "
+                    f"2^{model.levels - 1} = {halvings}, the U-Net's downsampling "
+                    f"(model.levels = {model.levels}: one halving per level below the first)")
+  dae.check_noise(config)

@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from brainseg_jax.models import layers, reconstruction
+from brainseg_jax.errors import require
+from brainseg_jax.models import ae, layers, reconstruction
 
 
 class VariationalAutoEncoder(nn.Module):
@@ -67,3 +68,23 @@ def create_model(config: ml_collections.ConfigDict):
   loss = functools.partial(loss_fn, module, kl_weight=config.model.kl_weight)
   return reconstruction.make_model("vae", module, loss, functools.partial(reconstruct, module),
                                    config)
+
+
+# --------------------------------------------------------------------------- config
+
+
+def model_config() -> ml_collections.ConfigDict:
+  """The AE's architecture keys and the weight of the KL term."""
+  model = ae.model_config()
+  model.name = "vae"
+  # Weight of the KL term against the per-slice sum of squared errors.
+  model.kl_weight = 1.0
+  return model
+
+
+smoke = ae.smoke
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  ae.check(config)
+  require(config.model.kl_weight >= 0, "model.kl_weight", config.model.kl_weight, "a number >= 0")

@@ -9,8 +9,8 @@ import pathlib
 import numpy as np
 from PIL import Image
 
+from brainseg_jax import config as config_lib
 from brainseg_jax.datasets import input_pipeline, lgg
-from configs import default
 
 SIZE, SLICES = 64, 12
 # Ids whose salted hash lands in each split (pinned: a changed split rule fails here).
@@ -63,7 +63,7 @@ def build(tmp_path: pathlib.Path, monkeypatch, resolution: int = 32, modalities=
   kaggle_dir = write_kaggle_dir(tmp_path / "kaggle_3m")
   monkeypatch.setattr(lgg.Lgg, "PREP_OVERRIDES", CHEAP_PREP)
   monkeypatch.setenv("BRAINSEG_PREP_WORKERS", "1")
-  config = default.get_config().dataset
+  config = config_lib.defaults().dataset
   config.name, config.modality, config.resolution = "lgg", "flair", resolution
   config.data_dir, config.manual_dir = str(tmp_path / "tfds"), str(kaggle_dir)
   config.modalities = tuple(modalities)

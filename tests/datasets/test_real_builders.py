@@ -6,16 +6,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from brainseg_jax import config as config_lib
 from brainseg_jax.datasets import brats, elderly_flair, input_pipeline, ixi, mslub, nifti_folder
 from brainseg_jax.errors import UserError
-from configs import default
 from data_prep import runner
 from data_prep.cases import Case
 from data_prep.config import PrepConfig
 
 
 def _dataset_config(name, modality, resolution, data_dir, manual_dir):
-  config = default.get_config().dataset
+  config = config_lib.defaults().dataset
   config.name, config.modality, config.resolution = name, modality, resolution
   config.data_dir, config.manual_dir = data_dir, manual_dir
   return config

@@ -1,13 +1,13 @@
 import numpy as np
 import pytest
 
+from brainseg_jax import config as config_lib
 from brainseg_jax.datasets import input_pipeline, synthetic_brain
-from configs import default
 
 
 @pytest.fixture(scope="module")
 def builder(data_dir):
-  config = default.get_config().dataset
+  config = config_lib.defaults().dataset
   config.resolution = 32
   config.data_dir = data_dir
   return input_pipeline.get_builder(config)
@@ -70,7 +70,7 @@ def test_train_batches_resume_at_the_same_batch(builder):
 
 def test_unknown_dataset_and_variant_are_clear_errors(data_dir):
   from brainseg_jax.errors import UserError
-  config = default.get_config().dataset
+  config = config_lib.defaults().dataset
   config.data_dir = data_dir
   config.name = "brats"
   with pytest.raises(UserError, match="unknown dataset.name 'brats'"):

@@ -2,25 +2,22 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from brainseg_jax import config as config_lib
 from brainseg_jax.errors import UserError
 from brainseg_jax.models import ae, create_model, layers
-from configs import default
-from tests.conftest import as_batch
+from tests.helpers import as_batch
 
 
 def experiment_config(name, bottleneck="dense", **model_overrides):
   """A full experiment config with a tiny model of family `name`."""
-  config = default.get_config()
-  config.model.name = name
+  config = config_lib.defaults(name)
   config.model.channels = (8, 16, 32)
   config.model.bottleneck = bottleneck
   config.model.latent_dim = 16
   config.model.latent_channels = 4
-  with config.unlocked():
-    config.model.kl_weight = 1.0
-    config.model.noise_std = 0.2
+  if "noise_resolution" in config.model:
     config.model.noise_resolution = 8
-    config.model.update(model_overrides)
+  config.model.update(model_overrides)
   return config
 
 

@@ -5,10 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from brainseg_jax import config as config_lib
 from brainseg_jax import scoring
 from brainseg_jax.models import create_model, create_train_state
 from configs import ae, dae, fanogan, threshold, unet_dae, vae
-from tests.conftest import as_batch
+from tests.helpers import as_batch
 
 
 @pytest.mark.parametrize("config_module", [ae, vae, dae, unet_dae, fanogan, threshold])
@@ -25,7 +26,7 @@ def test_three_channels_in_three_out_one_map(config_module):
     assert all(np.isfinite(float(v)) for v in jax.tree.leaves(metrics))
   recon = model.reconstruct(state, images)
   assert recon.shape == (2, 32, 32, 3)
-  anomaly = scoring.anomaly_map(images, recon, brain, scoring.residual_for(config))
+  anomaly = scoring.anomaly_map(images, recon, brain, config_lib.residual(config))
   assert anomaly.shape == (2, 32, 32, 1)
   np.testing.assert_allclose(anomaly, jnp.mean(jnp.abs(images - recon), -1, keepdims=True),
                              atol=1e-6)  # T1 in the channels: "auto" is the absolute residual

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from brainseg_jax.models import dae
-from tests.conftest import as_batch
+from tests.helpers import as_batch
 
 
 def test_noise_is_coarse():

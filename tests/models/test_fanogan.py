@@ -6,7 +6,7 @@ import pytest
 from brainseg_jax import parallel, train
 from brainseg_jax.models import create_train_state, fanogan
 from configs import fanogan as fanogan_config
-from tests.conftest import as_batch
+from tests.helpers import as_batch
 
 
 def tiny_config():

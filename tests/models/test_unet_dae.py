@@ -10,7 +10,7 @@ import pytest
 
 from brainseg_jax.models import create_model, dae, unet, unet_dae
 from configs import unet_dae as unet_dae_config
-from tests.conftest import as_batch, run
+from tests.helpers import as_batch, run
 
 
 def disc_mask(batch, size, radius=0.35):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from brainseg_jax.models import create_model, layers, vae
-from tests.conftest import as_batch
+from tests.helpers import as_batch
 from tests.models.test_ae import experiment_config
 
 

@@ -1,4 +1,4 @@
-"""Build a real-scan dataset: `python -m data_prep.build --dataset=ixi --manual_dir=DIR`.
+"""Build a real-scan dataset: `python -m brainseg_jax.build --dataset=ixi --manual_dir=DIR`.
 
 Preprocesses every scan on all cores (resumable: volumes cached as .npz under
 <data_dir>/prep_cache are not redone), writes the TFDS array_record dataset
@@ -12,10 +12,10 @@ out of the dataset and named in the log).
 import dataclasses
 import os
 
-import ml_collections
 from absl import flags, logging
 
 from brainseg_jax import cli
+from brainseg_jax import config as config_lib
 from brainseg_jax.datasets import input_pipeline
 from brainseg_jax.errors import UserError
 from data_prep import atomic, cache, contact_sheet, qc
@@ -33,10 +33,9 @@ def build(dataset: str, manual_dir: str, modality: str | None, resolution: int, 
   if workers:
     os.environ["BRAINSEG_PREP_WORKERS"] = str(workers)
   channels = tuple(m for m in (modality or builder_cls.MODALITIES[0]).split(",") if m)
-  config = ml_collections.ConfigDict({
-      "name": dataset, "modality": channels[0], "modalities": channels,
-      "resolution": resolution, "data_dir": data_dir, "manual_dir": manual_dir or ""})
-  builder = input_pipeline.get_builder(config)
+  builder = input_pipeline.get_builder(config_lib.dataset_config(
+      name=dataset, modality=channels[0], modalities=channels, resolution=resolution,
+      data_dir=data_dir, manual_dir=manual_dir or ""))
   for split, info in builder.info.splits.items():
     logging.info("split %s: %d slices", split, info.num_examples)
   summary = getattr(builder, "prep_summary", None)

@@ -1,0 +1,39 @@
+"""Helpers the tests share (fixtures are in conftest.py)."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def as_batch(images, brain_mask=None) -> dict:
+  """A train-step batch from images (B, H, W, 1); the brain is every voxel unless given."""
+  if brain_mask is None:
+    brain_mask = np.ones(np.shape(images), bool)
+  return {"image": images, "brain_mask": brain_mask}
+
+
+def run(args, data_dir, timeout=600, check=True):
+  """Runs `python <args>` from the project root, with the session's dataset dir."""
+  command = [sys.executable, *args]
+  if data_dir is not None:
+    command.append(f"--config.dataset.data_dir={data_dir}")
+  result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+  if check:
+    assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def three_channel_config(score_channels=()):
+  """The VAE's config on FLAIR + T1 + T1c, scored on `score_channels` (empty: all three)."""
+  from configs import vae
+
+  config = vae.get_config()
+  config.dataset.modalities = ("flair", "t1", "t1c")
+  config.eval.score_channels = score_channels
+  return config
