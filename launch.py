@@ -1,10 +1,6 @@
-"""Train a model on a dataset, then evaluate it: the project's main job.
+"""The project's main job from a checkout: `python launch.py --config=configs/vae.py`.
 
-    python launch.py --config=configs/vae.py          # workdir runs/vae
-    python launch.py --config=configs/vae.py:smoke    # workdir runs/vae_smoke
-
-Starting again with the same workdir resumes training from its latest
-checkpoint; a finished run goes straight to evaluation.
+The command itself is brainseg_jax/launch.py (installed: `brainseg-train`).
 """
 
 if __name__ == "__main__":
@@ -13,14 +9,5 @@ if __name__ == "__main__":
   from brainseg_jax import host_memory
   host_memory.restart_with_huge_pages()
 
-from brainseg_jax import cli, experiment
-
-
-def main():
-  cli.define_config_flags()
-  cli.define_device_flags(distributed=True)
-  cli.run(lambda: experiment.train_then_evaluate(*cli.experiment(experiment.default_workdir)))
-
-
-if __name__ == "__main__":
-  main()
+  from brainseg_jax import launch
+  launch.main()

@@ -48,31 +48,36 @@ def define_device_flags(distributed: bool = False) -> None:
 def require_flags(*names: str) -> None:
   for name in names:
     if FLAGS[name].value in (None, ""):
-      raise app.UsageError(f"--{name} is required")
+      raise UserError(f"--{name} is required (--help lists the flags)")
 
 
 def experiment(default_workdir: Callable | None = None) -> tuple[ml_collections.ConfigDict, str]:
   """(config, workdir) from --config and --workdir (or `default_workdir(config)`)."""
   if FLAGS.config is None:
-    raise app.UsageError("--config is required, e.g. --config=configs/vae.py")
+    raise UserError("--config is required, e.g. --config=configs/vae.py (--help lists the flags)")
   try:
     FLAGS.config.keys()  # config_flags defers errors in the config file to first use
   except OSError as e:
     raise UserError(f"cannot load --config: {e}") from e
   workdir = FLAGS.workdir or (default_workdir(FLAGS.config) if default_workdir else None)
   if workdir is None:
-    raise app.UsageError("--workdir is required")
+    raise UserError("--workdir is required (--help lists the flags)")
   return FLAGS.config, workdir
 
 
 class ProjectInfoOnly(python_logging.Filter):
-  """Keeps INFO lines from this project; other libraries (Orbax, TFDS) only warn and above."""
+  """Keeps INFO lines from this project; other libraries (Orbax, TFDS) only warn and above.
 
-  _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  The project is its packages' folders, wherever they are installed (a
+  checkout, or site-packages beside the other libraries).
+  """
+
+  _PACKAGES = tuple(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                 name) + os.sep
+                    for name in ("brainseg_jax", "data_prep", "configs"))
 
   def filter(self, record):
-    return (record.levelno >= python_logging.WARNING
-            or (record.pathname.startswith(self._ROOT) and "site-packages" not in record.pathname))
+    return record.levelno >= python_logging.WARNING or record.pathname.startswith(self._PACKAGES)
 
 
 def run(command: Callable[[], object]) -> None:
@@ -80,7 +85,7 @@ def run(command: Callable[[], object]) -> None:
 
   def main(argv):
     if len(argv) > 1:
-      raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+      exit_with(f"unexpected arguments: {' '.join(argv[1:])} (--help lists the flags)")
     if "cpu_devices" in FLAGS:
       parallel.split_host_into_devices(FLAGS.cpu_devices)
     if "distributed" in FLAGS and (FLAGS.distributed or FLAGS.coordinator_address):
@@ -94,7 +99,22 @@ def run(command: Callable[[], object]) -> None:
     except USER_ERRORS as e:
       exit_with(str(e))
 
+  _list_own_flags_in_help()
   app.run(main, flags_parser=_parse_flags)
+
+
+def _list_own_flags_in_help() -> None:
+  """Makes --help list the command's flags, also those defined here for several commands.
+
+  absl's --help lists the key flags of the module it ran (`sys.argv[0]`): the
+  flags that module defined itself. A command's flags are defined by its
+  package module (or here), so each is declared a key flag of what ran.
+  """
+  ours = ("brainseg_jax", "data_prep", "configs", "__main__", sys.argv[0])
+  for module, module_flags in FLAGS.flags_by_module_dict().items():
+    if module.startswith(ours):
+      for flag in module_flags:
+        FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
 def _parse_flags(argv):

@@ -19,6 +19,10 @@ import logging
 import os
 import sys
 
+# The orbax-checkpoint release whose leftovers these filters were measured against. An upgrade
+# fails tests/test_orbax_quiet.py until the filters are re-measured there and this is updated.
+MEASURED_WITH = "0.12.8"
+
 
 def install() -> None:
   """Installs the three filters (idempotent)."""

@@ -19,6 +19,8 @@ from data_prep.qc import problems as qc_problems
 
 # A scan flagged beyond this multiple of the promised fraction gets a warning.
 WARNING_FACTOR = 3.0
+# In every report: what the maps are for (README, "Intended use").
+INTENDED_USE = "research use only, not for diagnosis"
 
 
 def lesion_components(prediction: nib.Nifti1Image) -> list[dict]:
@@ -49,6 +51,7 @@ def scan_report(scan_path: str, threshold: Threshold, flagged_fraction: float,
   lesions = lesion_components(prediction)
   qc_reasons = qc_problems(registration_qc, modality)
   report = {
+      "intended_use": INTENDED_USE,
       "scan": scan_path,
       "threshold": threshold.value,
       "threshold_source": threshold.source,

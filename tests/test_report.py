@@ -67,6 +67,7 @@ def test_predict_writes_a_report_whose_lesions_add_up_to_the_prediction(vae_smok
   # A skull-stripped scan registered to the template: QC measured and passed.
   assert content["registration_qc"]["passed"], content["registration_qc"]
   assert content["threshold_source"].startswith("model evaluation")
+  assert content["intended_use"] == "research use only, not for diagnosis"
   prediction = nib.load(tmp_path / f"{stem}_prediction.nii.gz")
   voxel_ml = abs(np.linalg.det(prediction.affine[:3, :3])) / 1000
   flagged = int((np.asarray(prediction.dataobj) > 0).sum())
