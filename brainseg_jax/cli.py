@@ -121,6 +121,8 @@ def _parse_flags(argv):
   """absl's parsing, with a wrong flag, config key or value as one line instead of a traceback."""
   try:
     return FLAGS(argv)
+  except USER_ERRORS as e:  # a config file's own check (an unknown variant)
+    exit_with(str(e))
   except flags.Error as e:
     exit_with(plain(e))
   except OSError as e:  # overriding keys of a config file that failed to load

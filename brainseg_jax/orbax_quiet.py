@@ -6,7 +6,7 @@ each with a full TensorStore spec, in three more ways that reach the user's
 terminal: "Exception ignored in <coroutine>" as each abandoned coroutine is
 garbage-collected, asyncio's "Task/Future exception was never retrieved" log
 records, and "Event loop is closed" tracebacks printed from TensorStore's C++
-reader threads. `install` drops exactly those three, for Orbax's own code only,
+reader threads. `install` drops exactly those three, for Orbax's own reads only,
 once per process; the command-line runner (cli.run) calls it.
 
 tests/test_orbax_quiet.py checks that each of them is still what Orbax does
@@ -36,8 +36,10 @@ def _silence_orbax_leftovers():
 
   When one array of a checkpoint cannot be read, Orbax abandons the reads of the
   others; each abandoned coroutine reports its own error with a full TensorStore
-  spec (thousands of lines) as it is garbage-collected. The one line that names
-  the broken checkpoint says all of it.
+  spec (thousands of lines) as it is garbage-collected: Orbax's read turns every
+  BaseException, the GeneratorExit of its collection included, into an error of
+  its own (timing: only reads still in flight when Orbax closes its loop). The one
+  line that names the broken checkpoint says all of it.
   """
   previous = sys.unraisablehook
   if getattr(previous, "drops_orbax_leftovers", False):
@@ -57,8 +59,24 @@ def _in_orbax(code) -> bool:
   return f"{os.sep}orbax{os.sep}" in code.co_filename
 
 
+# The status codes TensorStore's error messages start with ("OUT_OF_RANGE: Error opening ...").
+_TENSORSTORE_STATUS = tuple(f"{code}: " for code in (
+    "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
+    "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"))
+
+
 def _from_orbax(error: BaseException | None) -> bool:
-  traceback = error.__traceback__ if error is not None else None
+  """Raised in Orbax's code, or set by TensorStore on the future of a read Orbax awaited.
+
+  TensorStore fails such a future from C++: its error was never raised in Python, so it
+  has no traceback to tell whose it is, only TensorStore's own form of message.
+  """
+  if error is None:
+    return False
+  if error.__traceback__ is None:
+    return str(error).startswith(_TENSORSTORE_STATUS)
+  traceback = error.__traceback__
   while traceback is not None:
     if _in_orbax(traceback.tb_frame.f_code):
       return True
@@ -70,7 +88,7 @@ _NEVER_RETRIEVED = ("Task exception was never retrieved", "Future exception was 
 
 
 class _UnretrievedOrbaxTaskErrors(logging.Filter):
-  """Drops asyncio's "Task exception was never retrieved" for Orbax's abandoned reads."""
+  """Drops asyncio's "Task/Future exception was never retrieved" for Orbax's abandoned reads."""
 
   drops_orbax_task_errors = True
 
@@ -82,8 +100,8 @@ class _UnretrievedOrbaxTaskErrors(logging.Filter):
 def _drop_unretrieved_orbax_task_errors():
   """The asyncio form of `_silence_orbax_leftovers`: when several reads of a broken
   checkpoint fail at once, Orbax retrieves the first error and asyncio logs each
-  other one, with its traceback and TensorStore spec, when its task is collected
-  (seen under load: the order in which the reads fail depends on timing).
+  other one, with its traceback and TensorStore spec, when its task or TensorStore's
+  future is collected (timing: only errors that arrive just before Orbax closes its loop).
   """
   logger = logging.getLogger("asyncio")
   if not any(getattr(f, "drops_orbax_task_errors", False) for f in logger.filters):
@@ -96,9 +114,10 @@ def _quiet_closed_loop_callbacks():
   When a restore fails, Orbax closes its event loop while TensorStore's reader
   threads are still finishing the reads it abandoned; each one then calls
   `loop.call_soon_threadsafe`, which raises "Event loop is closed", and
-  TensorStore prints that traceback from C++ (past every Python hook), dozens
-  of times, for seconds. A closed loop never runs a callback anyway, so the
-  callback is dropped without a word; open loops are untouched.
+  TensorStore reports that traceback from C++, dozens of times, through
+  sys.unraisablehook with no object that would say whose it is, so it is stopped
+  here instead. A closed loop never runs a callback anyway, so the callback is
+  dropped without a word; open loops are untouched.
   """
   loop_class = asyncio.BaseEventLoop
   if getattr(loop_class.call_soon_threadsafe, "drops_when_closed", False):

@@ -1,10 +1,13 @@
-"""Every command on a trained workdir of every model family, as a user runs them.
+"""Every command on a trained workdir of every model family.
 
-launch trains and evaluates a short `:smoke` run; eval evaluates it again
-(the same metrics: evaluation is deterministic); calibrate derives a site's
+launch's train-then-evaluate makes a short `:smoke` run; evaluation runs
+again (the same metrics: it is deterministic); calibrate derives a site's
 thresholds from a healthy scan; predict maps that scan with the model's own
 thresholds and with the calibration's. predict and calibrate get nothing but
-the workdir: the config comes from the run.
+the workdir: the config comes from the run. The commands' own functions run in
+this process, so that compiled programs and the scan's registration are shared
+by all families; test_launch.py, test_predict.py and test_calibrate.py run the
+same functions as commands.
 """
 
 import json
@@ -14,13 +17,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.helpers import run
+from brainseg_jax import calibrate, evaluation, experiment, predict
+from brainseg_jax import config as config_lib
 
 FAMILIES = ("ae", "vae", "dae", "unet_dae", "fanogan", "threshold")
 # A few steps are enough to make a workdir of each kind; f-AnoGAN needs both of its stages.
-SHORT = ("--config.num_train_steps=4", "--config.warmup_steps=1",
-         "--config.checkpoint_every_steps=2", "--config.log_every_steps=2")
-STAGES = {"fanogan": ("--config.model.gan_steps=2",)}
+SHORT = ("num_train_steps=4", "warmup_steps=1", "checkpoint_every_steps=2", "log_every_steps=2")
+STAGES = {"fanogan": ("model.gan_steps=2",)}
 
 
 @pytest.fixture(scope="module")
@@ -41,26 +44,24 @@ def _metrics(workdir):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_command_on_a_trained_workdir(family, data_dir, site, tmp_path):
   workdir = tmp_path / "run"
-  config = (f"--config=configs/{family}.py:smoke", *SHORT, *STAGES.get(family, ()))
-  run(["launch.py", *config, f"--workdir={workdir}"], data_dir)
+  config = config_lib.load(f"{family}:smoke",
+                           (*SHORT, *STAGES.get(family, ()), f"dataset.data_dir={data_dir}"))
+  experiment.train_then_evaluate(config, str(workdir))
   evaluated = _metrics(workdir)
   assert evaluated["model"] == family
 
-  run(["-m", "brainseg_jax.eval", *config, f"--workdir={workdir}"], data_dir)
+  evaluation.evaluate(config, str(workdir))
   assert _metrics(workdir) == evaluated
 
-  run(["-m", "brainseg_jax.calibrate", f"--workdir={workdir}", f"--healthy={site}",
-       "--name=site"], None)
-  calibration = json.loads((workdir / "calibrations" / "site.json").read_text())
+  calibration = calibrate.calibrate(str(workdir), str(site), "site")
   assert calibration["scans"] == [str(site / "Subj2_FL.nii.gz")]
 
   scan = site / "Subj2_FL.nii.gz"
-  for name, extra, threshold in (
-      ("own", (), evaluated["protocol"]["threshold"]),
-      ("site", ("--calibration=site",), calibration["thresholds"]["fpr_0.01"])):
+  for name, calibration_name, threshold in (
+      ("own", None, evaluated["protocol"]["threshold"]),
+      ("site", "site", calibration["thresholds"]["fpr_0.01"])):
     out = tmp_path / name
-    run(["-m", "brainseg_jax.predict", f"--workdir={workdir}", f"--input={scan}",
-         f"--output_dir={out}", *extra], None)
+    predict.predict(str(workdir), str(scan), str(out), calibration=calibration_name)
     report = json.loads((out / "Subj2_FL_report.json").read_text())
     assert report["threshold"] == pytest.approx(threshold)
     anomaly = nib.load(out / "Subj2_FL_anomaly_map.nii.gz")
