@@ -12,6 +12,8 @@ from configs import threshold as threshold_config
 from data_prep import load
 from tests.helpers import run
 
+pytestmark = pytest.mark.slow  # registers real scans
+
 
 @pytest.fixture(scope="module")
 def site_folder(sample_data_dir, tmp_path_factory):

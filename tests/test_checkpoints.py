@@ -13,6 +13,8 @@ from brainseg_jax.models import create_model
 from configs import vae
 from tests.helpers import run
 
+pytestmark = pytest.mark.slow  # trainings and commands in subprocesses
+
 
 def _saved_steps(workdir, steps=(10, 20)):
   checkpointer = checkpoints.Checkpointer(str(workdir))

@@ -1,8 +1,11 @@
 import json
 
 import matplotlib.pyplot as plt
+import pytest
 
 from tests.helpers import run
+
+pytestmark = pytest.mark.slow  # trains and evaluates several configs
 
 
 def test_compare_trains_evaluates_and_tabulates_what_eval_measured(tmp_path, data_dir):

@@ -150,6 +150,7 @@ def test_every_shipped_config_passes(name, variant):
   config_lib.check(importlib.import_module(f"configs.{name}").get_config(variant), 4)
 
 
+@pytest.mark.slow
 def test_an_eval_key_stops_launch_before_training(tmp_path, data_dir):
   result = run(["launch.py", "--config=configs/vae.py:smoke", f"--workdir={tmp_path}",
                 "--config.eval.residual=bogus"], data_dir, check=False)
@@ -158,6 +159,7 @@ def test_an_eval_key_stops_launch_before_training(tmp_path, data_dir):
   assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_an_unknown_key_is_printed_as_plain_words(tmp_path, data_dir):
   result = run(["launch.py", "--config=configs/vae.py:smoke", f"--workdir={tmp_path}",
                 "--config.model.chanels=(8,16)"], data_dir, check=False)

@@ -8,12 +8,15 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from brainseg_jax import checkpoints
 from brainseg_jax.datasets import input_pipeline
 from brainseg_jax.models import create_model, create_train_state
 from configs import ae
 from tests.helpers import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow  # two training processes
 
 STEPS = 20
 

@@ -12,6 +12,8 @@ from brainseg_jax.datasets import input_pipeline
 from configs import threshold
 from tests.datasets import lgg_fixture
 
+pytestmark = pytest.mark.slow  # builds the LGG fixture and evaluates
+
 
 @pytest.fixture
 def lgg_config(tmp_path, monkeypatch):

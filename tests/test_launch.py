@@ -11,6 +11,8 @@ import pytest
 
 from tests.helpers import PROJECT_ROOT, run
 
+pytestmark = pytest.mark.slow  # each test runs launch.py
+
 
 def test_launch_trains_then_evaluates(vae_smoke_run):
   workdir, result, seconds = vae_smoke_run

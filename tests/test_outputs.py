@@ -15,6 +15,8 @@ from PIL import Image
 
 from tests.helpers import PROJECT_ROOT
 
+pytestmark = pytest.mark.slow  # kills evaluations
+
 
 def _check_complete(workdir):
   """Every output under its final name opens in full; returns how many there are."""

@@ -11,6 +11,8 @@ from brainseg_jax import workdir as workdir_lib
 from configs import threshold as threshold_config
 from tests.helpers import run
 
+pytestmark = pytest.mark.slow  # registers real scans, runs predict
+
 
 @pytest.fixture(scope="module")
 def glioma_flair(sample_data_dir):

@@ -5,6 +5,7 @@ import json
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from brainseg_jax import report
 from brainseg_jax.workdir import Threshold
@@ -53,6 +54,7 @@ def test_a_failed_registration_is_reported_and_warned_about():
   assert passed["registration_qc"]["passed"] and passed["warning"] is None
 
 
+@pytest.mark.slow
 def test_predict_writes_a_report_whose_lesions_add_up_to_the_prediction(vae_smoke_run, tmp_path,
                                                                         sample_data_dir):
   scan = sample_data_dir / "tcga_glioma" / "TCGA-DU-7294" / "TCGA-DU-7294_fla_bet_normalized.nii.gz"

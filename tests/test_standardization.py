@@ -13,6 +13,8 @@ from brainseg_jax.errors import UserError
 from configs import threshold
 from tests.datasets import lgg_fixture
 
+pytestmark = pytest.mark.slow  # builds the LGG fixture and evaluates
+
 
 @pytest.fixture
 def lgg(tmp_path, monkeypatch):

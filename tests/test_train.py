@@ -15,6 +15,8 @@ from configs import unet_dae as unet_dae_config
 from configs import vae as vae_config
 from tests.helpers import as_batch
 
+pytestmark = pytest.mark.slow  # compiles and trains
+
 
 def tiny_config(data_dir, name="vae"):
   config = vae_config.get_config("smoke")

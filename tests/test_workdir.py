@@ -54,6 +54,7 @@ def test_temporaries_left_by_a_killed_run_are_removed_under_the_lock(tmp_path):
   assert (tmp_path / "keep.png").exists()
 
 
+@pytest.mark.slow
 def test_second_launch_on_a_busy_workdir_stops_at_once_and_touches_nothing(tmp_path, data_dir):
   holder = _holder(tmp_path)
   try:

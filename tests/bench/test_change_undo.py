@@ -15,6 +15,8 @@ import pytest
 from bench import benchmark_report, undone
 from brainseg_jax.models import kernels, layers
 
+pytestmark = pytest.mark.slow  # compiles each undone decoder
+
 
 def _decoder_loss():
   decoder = layers.Decoder(channels=(8, 16), out_channels=1)

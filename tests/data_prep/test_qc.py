@@ -7,6 +7,8 @@ from data_prep import cache, pipeline, qc, register, runner
 from data_prep.cases import Case
 from data_prep.config import PrepConfig
 
+pytestmark = pytest.mark.slow  # registers real scans
+
 GOOD = dict(volume_scale=0.8, brain_outside_head=0.001, rim_dark_excess=0.02,
             tissue_around_brain=0.5, brain_coverage=1.0)
 

@@ -11,6 +11,8 @@ import pytest
 from data_prep import pipeline, register
 from data_prep.config import PrepConfig
 
+pytestmark = pytest.mark.slow  # registers real scans
+
 
 def _dice(a, b):
   return 2 * (a & b).sum() / (a.sum() + b.sum())

@@ -36,6 +36,8 @@ from tests.datasets.lgg_fixture import (
   write_patient,
 )
 
+pytestmark = pytest.mark.slow  # builds the LGG fixture dataset
+
 
 @pytest.fixture
 def kaggle_dir(tmp_path) -> pathlib.Path:

@@ -13,6 +13,8 @@ from data_prep import runner
 from data_prep.cases import Case
 from data_prep.config import PrepConfig
 
+pytestmark = pytest.mark.slow  # builds datasets from real scans
+
 
 def _dataset_config(name, modality, resolution, data_dir, manual_dir):
   config = config_lib.defaults().dataset

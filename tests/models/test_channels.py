@@ -11,6 +11,8 @@ from brainseg_jax.models import create_model, create_train_state
 from configs import ae, dae, fanogan, threshold, unet_dae, vae
 from tests.helpers import as_batch
 
+pytestmark = pytest.mark.slow  # compiles every family
+
 
 @pytest.mark.parametrize("config_module", [ae, vae, dae, unet_dae, fanogan, threshold])
 def test_three_channels_in_three_out_one_map(config_module):

@@ -8,6 +8,8 @@ from brainseg_jax.models import create_train_state, fanogan
 from configs import fanogan as fanogan_config
 from tests.helpers import as_batch
 
+pytestmark = pytest.mark.slow  # compiles three networks
+
 
 def tiny_config():
   config = fanogan_config.get_config("smoke")

@@ -7,6 +7,8 @@ import pytest
 from brainseg_jax.models import create_model, create_train_state
 from configs import vae
 
+pytestmark = pytest.mark.slow  # compiles every family's init twice
+
 
 @pytest.mark.parametrize("module", [vae])  # each family was checked once; eager init is slow
 def test_jitted_init_equals_eager_init(module):

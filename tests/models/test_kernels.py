@@ -9,6 +9,8 @@ from jax import test_util as jax_test_util
 
 from brainseg_jax.models import kernels, layers
 
+pytestmark = pytest.mark.slow  # gradient checks at every decoder shape
+
 
 def _resize_then_conv(x, kernel):
   b, h, w, c = x.shape

@@ -12,6 +12,8 @@ from brainseg_jax.models import create_model, dae, unet, unet_dae
 from configs import unet_dae as unet_dae_config
 from tests.helpers import as_batch, run
 
+pytestmark = pytest.mark.slow  # compiles the U-Net, trains a smoke run
+
 
 def disc_mask(batch, size, radius=0.35):
   """A centred disc "brain" in every slice, (batch, size, size, 1) bool."""
