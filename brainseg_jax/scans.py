@@ -44,6 +44,7 @@ class ScanScorer:
                threads: int | None = None):
     from data_prep.config import PrepConfig
 
+    self.workdir = workdir
     self.config = checkpoints.saved_config(workdir)
     self.channels = config_lib.modalities(self.config.dataset)
     self.scorer, self.state, _ = scoring.restore_scorer(self.config, workdir)
@@ -91,7 +92,16 @@ class ScanScorer:
                     as_slices(prepared.anomaly_mask).astype(bool))
     recon, anomaly = scoring.anomaly_maps(self.scorer, self.state, volume,
                                           self.config.eval.postprocess)
+    require_finite(anomaly, prepared.record.source_file, self.workdir)
     return volume, recon, anomaly
+
+
+def require_finite(anomaly: np.ndarray, scan_path: str, workdir: str) -> None:
+  """A map with NaN or inf is no result: its thresholded voxels would read as healthy."""
+  bad = int(np.size(anomaly) - np.count_nonzero(np.isfinite(anomaly)))
+  if bad:
+    raise UserError(f"{scan_path}: the model in {workdir} gave {bad} non-finite anomaly scores "
+                    "(NaN or inf): its checkpoint's parameters are not finite; retrain it")
 
 
 def for_each_scan(paths: list[str], process) -> tuple[dict, dict]:
@@ -106,6 +116,9 @@ def for_each_scan(paths: list[str], process) -> tuple[dict, dict]:
     except USER_ERRORS as e:
       failures[path] = str(e)
       logging.error("skipped %s: %s", path, e)
+    except Exception as e:  # noqa: BLE001  (a scan nobody foresaw must not stop the others)
+      failures[path] = f"{type(e).__name__}: {e}"
+      logging.error("skipped %s: %s", path, failures[path])
   logging.info("%d of %d scans done, %d skipped", len(results), len(paths), len(failures))
   if not results:
     raise UserError(f"no scan could be processed; first error: {next(iter(failures.values()))}")

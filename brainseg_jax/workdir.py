@@ -23,6 +23,7 @@ import dataclasses
 import fcntl
 import glob
 import json
+import math
 import os
 import re
 import tempfile
@@ -195,10 +196,37 @@ class Threshold:
 
 def model_threshold(workdir: str) -> Threshold:
   """The headline threshold evaluation chose on healthy validation data (metrics.json)."""
-  protocol = read_metrics(workdir)["protocol"]
-  return Threshold(float(protocol["threshold"]), float(protocol["healthy_fpr"]),
-                   f"model evaluation: {protocol['threshold_source']}, healthy FPR "
-                   f"{protocol['healthy_fpr']:g}")
+  path = metrics_path(workdir)
+  protocol = _field(read_metrics(workdir), "protocol", dict, path)
+  value = _number(protocol, "threshold", path, "protocol.")
+  fpr = _fraction(protocol, "healthy_fpr", path, "protocol.")
+  source = _field(protocol, "threshold_source", str, path, "protocol.")
+  return Threshold(value, fpr, f"model evaluation: {source}, healthy FPR {fpr:g}")
+
+
+def _field(record, key: str, kind, path: str, prefix: str = ""):
+  """`record[key]`, of type `kind` (a bool is no number), or a UserError naming file and key."""
+  value = record.get(key) if isinstance(record, dict) else None
+  if not isinstance(value, kind) or isinstance(value, bool):
+    raise UserError(f"{path}: {prefix}{key} is {value!r}: the file was edited or truncated; "
+                    "evaluate (or calibrate) again to rewrite it")
+  return value
+
+
+def _number(record, key: str, path: str, prefix: str = "") -> float:
+  """A finite threshold >= 0: anomaly scores are residuals or normalised intensities."""
+  value = float(_field(record, key, (int, float), path, prefix))
+  if not math.isfinite(value) or value < 0:
+    raise UserError(f"{path}: {prefix}{key} is {value!r}, not a finite threshold >= 0: the "
+                    "file was edited; evaluate (or calibrate) again to rewrite it")
+  return value
+
+
+def _fraction(record, key: str, path: str, prefix: str = "") -> float:
+  value = float(_field(record, key, (int, float), path, prefix))
+  if not 0 < value < 1:
+    raise UserError(f"{path}: {prefix}{key} is {value!r}, not a fraction in (0, 1)")
+  return value
 
 
 def calibration_path(workdir: str, name: str) -> str:
@@ -236,7 +264,13 @@ def calibration_threshold(workdir: str, name: str) -> Threshold:
                     f"python -m brainseg_jax.calibrate --workdir={workdir} --healthy=FOLDER "
                     f"--name={name}")
   record = _read_json(path)
-  fpr = record["healthy_fprs"][0]
-  return Threshold(float(record["thresholds"][threshold_name(fpr)]), float(fpr),
-                   f"calibration {name!r}: {len(record['scans'])} healthy scans of "
-                   f"{record['folder']}, healthy FPR {fpr:g}")
+  fprs = _field(record, "healthy_fprs", list, path)
+  if not fprs:
+    raise UserError(f"{path}: healthy_fprs is empty: calibrate again to rewrite it")
+  fpr = _fraction({"healthy_fprs[0]": fprs[0]}, "healthy_fprs[0]", path)
+  thresholds = _field(record, "thresholds", dict, path)
+  value = _number(thresholds, threshold_name(fpr), path, "thresholds.")
+  scans = _field(record, "scans", list, path)
+  folder = _field(record, "folder", str, path)
+  return Threshold(value, fpr, f"calibration {name!r}: {len(scans)} healthy scans of {folder}, "
+                   f"healthy FPR {fpr:g}")

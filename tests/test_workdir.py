@@ -1,6 +1,8 @@
 """One run per workdir at a time; a killed run never leaves the workdir locked."""
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -78,3 +80,62 @@ def test_output_dir_that_is_a_file_is_named(tmp_path):
     workdir_lib.ensure_writable(str(blocker), "--output_dir")
   with pytest.raises(UserError, match="is not writable"):
     workdir_lib.ensure_writable(str(blocker / "below"), "--output_dir")
+
+
+def _metrics_with(tmp_path, **protocol):
+  protocol = {"threshold": 0.3, "healthy_fpr": 0.01, "threshold_source": "test", **protocol}
+  (tmp_path / "metrics.json").write_text(json.dumps({"protocol": protocol}))
+  return str(tmp_path)
+
+
+def test_the_model_threshold_is_read_from_the_metrics(tmp_path):
+  threshold = workdir_lib.model_threshold(_metrics_with(tmp_path))
+  assert (threshold.value, threshold.healthy_fpr) == (0.3, 0.01)
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"threshold": float("nan")}, "protocol.threshold is nan, not a finite threshold"),
+    ({"threshold": float("inf")}, "protocol.threshold is inf, not a finite threshold"),
+    ({"threshold": -0.5}, "protocol.threshold is -0.5, not a finite threshold >= 0"),
+    ({"threshold": "0.3"}, "protocol.threshold is '0.3'"),
+    ({"threshold": None}, "protocol.threshold is None"),
+    ({"healthy_fpr": 1.5}, "protocol.healthy_fpr is 1.5, not a fraction"),
+])
+def test_an_edited_model_threshold_is_one_error_naming_the_file_and_key(tmp_path, edit, message):
+  with pytest.raises(UserError, match=re.escape(message)):
+    workdir_lib.model_threshold(_metrics_with(tmp_path, **edit))
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"protocol": {"thresh', "cannot be read"),  # truncated
+    ('{"model": "vae"}', "protocol is None"),
+])
+def test_a_broken_metrics_file_is_one_error(tmp_path, content, message):
+  (tmp_path / "metrics.json").write_text(content)
+  with pytest.raises(UserError, match=message):
+    workdir_lib.model_threshold(str(tmp_path))
+
+
+def _calibration_with(tmp_path, **edits):
+  record = workdir_lib.calibration_record("site", "/scans", ["/scans/a.nii.gz"], {},
+                                         {0.01: 0.4, 0.05: 0.2}, 1000, "now")
+  record.update(edits)
+  workdir_lib.save_calibration(str(tmp_path), record)
+  return str(tmp_path)
+
+
+def test_a_calibration_threshold_round_trips(tmp_path):
+  threshold = workdir_lib.calibration_threshold(_calibration_with(tmp_path), "site")
+  assert (threshold.value, threshold.healthy_fpr) == (0.4, 0.01)
+  assert "1 healthy scans of /scans" in threshold.source
+
+
+@pytest.mark.parametrize("edits, message", [
+    ({"healthy_fprs": []}, "healthy_fprs is empty"),
+    ({"healthy_fprs": [0.02]}, "thresholds.fpr_0.02 is None"),
+    ({"thresholds": {"fpr_0.01": float("nan")}}, "thresholds.fpr_0.01 is nan"),
+    ({"thresholds": "x"}, "thresholds is 'x'"),
+])
+def test_an_edited_calibration_is_one_error_naming_the_file_and_key(tmp_path, edits, message):
+  with pytest.raises(UserError, match=re.escape(message)):
+    workdir_lib.calibration_threshold(_calibration_with(tmp_path, **edits), "site")
