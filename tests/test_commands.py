@@ -1,7 +1,7 @@
 """Every command on a trained workdir of every model family.
 
 launch's train-then-evaluate makes a short `:smoke` run; evaluation runs
-again (the same metrics: it is deterministic); calibrate derives a site's
+again for the denoising U-Net (the same metrics: it is deterministic); calibrate derives a site's
 thresholds from a healthy scan; predict maps that scan with the model's own
 thresholds and with the calibration's. predict and calibrate get nothing but
 the workdir: the config comes from the run. The commands' own functions run in
@@ -22,7 +22,8 @@ from brainseg_jax import config as config_lib
 
 FAMILIES = ("ae", "vae", "dae", "unet_dae", "fanogan", "threshold")
 # A few steps are enough to make a workdir of each kind; f-AnoGAN needs both of its stages.
-SHORT = ("num_train_steps=4", "warmup_steps=1", "checkpoint_every_steps=2", "log_every_steps=2")
+SHORT = ("num_train_steps=4", "warmup_steps=1", "checkpoint_every_steps=2", "log_every_steps=2",
+         "eval.write_nifti=False", "eval.num_figure_volumes=0")
 STAGES = {"fanogan": ("model.gan_steps=2",)}
 
 
@@ -50,8 +51,9 @@ def test_every_command_on_a_trained_workdir(family, data_dir, site, tmp_path):
   evaluated = _metrics(workdir)
   assert evaluated["model"] == family
 
-  evaluation.evaluate(config, str(workdir))
-  assert _metrics(workdir) == evaluated
+  if family == "unet_dae":
+    evaluation.evaluate(config, str(workdir))
+    assert _metrics(workdir) == evaluated
 
   calibration = calibrate.calibrate(str(workdir), str(site), "site")
   assert calibration["scans"] == [str(site / "Subj2_FL.nii.gz")]

@@ -70,11 +70,6 @@ def test_eval_command_reproduces_the_metrics(vae_smoke_run, data_dir):
   assert after["pooled"] == before["pooled"]
 
 
-def test_ae_smoke_config_trains_and_evaluates(tmp_path, data_dir):
-  run(["launch.py", "--config=configs/ae.py:smoke", f"--workdir={tmp_path}"], data_dir)
-  assert json.loads((tmp_path / "metrics.json").read_text())["model"] == "ae"
-
-
 def test_killed_launch_resumes_from_its_last_checkpoint(tmp_path, data_dir):
   args = [sys.executable, "launch.py", "--config=configs/ae.py:smoke", f"--workdir={tmp_path}",
           "--config.num_train_steps=120", "--config.checkpoint_every_steps=20",
