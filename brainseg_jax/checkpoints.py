@@ -161,16 +161,17 @@ def saved_config(workdir: str) -> ml_collections.ConfigDict:
   intensity baseline) has no checkpoint, and its config is the one evaluation
   wrote. The config is checked: a hand-edited value is a one-line error.
   """
-  if os.path.isdir(checkpoint_dir(workdir)):
+  has_checkpoints = os.path.isdir(checkpoint_dir(workdir))
+  if has_checkpoints:
     checkpointer = _open(workdir)
     saved = checkpointer.saved_config()
     checkpointer.close()
   else:
     saved = read_evaluated_config(workdir)
-    if saved is not None and create_model(config_lib.from_saved(saved)).trainable:
-      saved = None  # a trainable model's record without its checkpoints
   if saved is None:
     raise _no_checkpoints(workdir)
   config = config_lib.from_saved(saved)
+  if not has_checkpoints and create_model(config).trainable:
+    raise _no_checkpoints(workdir)  # a trainable model's record without its checkpoints
   config_lib.check(config)
   return config
