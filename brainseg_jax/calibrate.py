@@ -38,7 +38,10 @@ def calibrate(workdir: str, healthy: str, name: str, registration: str = "affine
   """
   paths = scans.scan_paths(healthy)
   workdir_lib.calibration_path(workdir, name)  # a bad name fails before any scan is read
-  scan_scorer = scans.ScanScorer(workdir, registration, n4, threads)
+  # The checkpoint the model's own threshold was set on, so that both fit one model.
+  model = workdir_lib.model_threshold(workdir) if workdir_lib.has_metrics(workdir) else None
+  scan_scorer = scans.ScanScorer(workdir, registration, n4, threads,
+                                 step=model.checkpoint_step if model else None)
   if len(scan_scorer.channels) > 1:
     raise UserError(f"the model in {workdir} takes {len(scan_scorer.channels)} modalities as "
                     "channels; calibrate reads one scan per subject and supports "
@@ -61,10 +64,9 @@ def calibrate(workdir: str, healthy: str, name: str, registration: str = "affine
   record = workdir_lib.calibration_record(
       name, os.path.abspath(healthy), used, failures,
       {fpr: metrics.threshold_at_fpr(voxels, fpr) for fpr in fprs}, int(voxels.size),
-      datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
+      datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), scan_scorer.step)
   path = workdir_lib.save_calibration(workdir, record)
   headline = workdir_lib.calibration_threshold(workdir, name)
-  model = workdir_lib.model_threshold(workdir) if workdir_lib.has_metrics(workdir) else None
   logging.info("calibration %r from %d scans (%d skipped): threshold %.4f at healthy FPR %g%s "
                "-> %s", name, len(used), len(failures), headline.value, headline.healthy_fpr,
                f" (model's own: {model.value:.4f})" if model else "", path)

@@ -14,6 +14,7 @@ import warnings
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -33,6 +34,9 @@ class Checkpointer:
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
 
   def save(self, step: int, state, config_dict: dict):
     self._manager.save(step, args=ocp.args.Composite(
@@ -118,8 +122,12 @@ def _open(workdir: str) -> Checkpointer:
   return Checkpointer(workdir, create=False)
 
 
-def restore_trained(config: ml_collections.ConfigDict, workdir: str, model: Model):
-  """The latest train state in `workdir`, checked against `config`: (state, step).
+def restore_trained(config: ml_collections.ConfigDict, workdir: str, model: Model,
+                    step: int | None = None):
+  """The train state of `step` (default: the latest) in `workdir`, checked: (state, step).
+
+  Checked against `config` (the same model) and for finite parameters: a model
+  whose weights hold NaN or inf scores nothing, and its maps would read as healthy.
 
   Models with nothing to train (the intensity baseline) need no checkpoint.
   The restore target is the state's shapes only (`jax.eval_shape`): running the
@@ -133,12 +141,35 @@ def restore_trained(config: ml_collections.ConfigDict, workdir: str, model: Mode
       lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
       jax.eval_shape(lambda: create_train_state(model, config)))
   checkpointer = _open(workdir)
-  saved = checkpointer.saved_config()
+  step = _available(checkpointer, workdir, step)
+  saved = checkpointer.saved_config(step)
   if saved is not None:
     _check_same_model(config, saved, workdir)
-  state = checkpointer.restore(template)
+  state = checkpointer.restore(template, step)
   checkpointer.close()
+  _check_finite(state.params, f"{checkpoint_dir(workdir)}/{int(state.step)}")
   return state, int(state.step)
+
+
+def _available(checkpointer: Checkpointer, workdir: str, step: int | None) -> int | None:
+  """`step` if its checkpoint is there (None: the latest), else a UserError naming the steps."""
+  if step is None:
+    return None
+  steps = checkpointer.all_steps()
+  if step not in steps:
+    raise UserError(f"the threshold of {workdir} was set on checkpoint step {step}, which is no "
+                    f"longer there (steps: {', '.join(map(str, steps)) or 'none'}): the run "
+                    f"trained on; evaluate it again (python -m brainseg_jax.eval "
+                    f"--workdir={workdir} ...) or calibrate again")
+  return step
+
+
+def _check_finite(params, where: str) -> None:
+  bad = sum(int(np.size(leaf) - np.count_nonzero(np.isfinite(leaf)))
+            for leaf in jax.tree.leaves(jax.device_get(params)))
+  if bad:
+    raise UserError(f"checkpoint {where} holds {bad} non-finite parameters (NaN or inf): "
+                    "training diverged; retrain (a lower learning_rate?)")
 
 
 def _check_same_model(config: ml_collections.ConfigDict, saved: dict, workdir: str):
@@ -154,17 +185,17 @@ def _check_same_model(config: ml_collections.ConfigDict, saved: dict, workdir: s
                     "was trained with")
 
 
-def saved_config(workdir: str) -> ml_collections.ConfigDict:
+def saved_config(workdir: str, step: int | None = None) -> ml_collections.ConfigDict:
   """The experiment config of the model in `workdir`, as it was saved (config.from_saved).
 
-  Saved with its latest checkpoint; a model with nothing to train (the
+  Saved with each checkpoint (`step`; default the latest); a model with nothing to train (the
   intensity baseline) has no checkpoint, and its config is the one evaluation
   wrote. The config is checked: a hand-edited value is a one-line error.
   """
   has_checkpoints = os.path.isdir(checkpoint_dir(workdir))
   if has_checkpoints:
     checkpointer = _open(workdir)
-    saved = checkpointer.saved_config()
+    saved = checkpointer.saved_config(_available(checkpointer, workdir, step))
     checkpointer.close()
   else:
     saved = read_evaluated_config(workdir)

@@ -4,14 +4,24 @@ An entry module (launch, eval, predict, compare, calibrate, build) defines
 its own flags in its `main()`, with the helpers below for the flags several
 of them share, and hands its work to `run`. `run` checks the command
 line, splits a CPU host into devices, joins a multi-process run, keeps other
-libraries' INFO logs out of the way, and turns every error the user can fix into
-one line on stderr and exit status 1, with Orbax's leftover reports of a
-failed restore quieted (orbax_quiet.py). Importing this module defines no flags.
+libraries' INFO logs out of the way, and ends every command in one line:
+
+  exit 1    an error the user can fix (a config key, a file, a full disk), named
+  exit 2    an error nobody foresaw: a bug; the traceback goes to a log file it names
+  exit 130  Ctrl-C (SIGINT), 143 SIGTERM: one line, and nothing further is written
+
+Orbax's leftover reports of a failed restore are quieted (orbax_quiet.py).
+Importing this module defines no flags.
 """
 
+import datetime
+import errno
 import logging as python_logging
 import os
+import signal
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable
 
 import ml_collections
@@ -80,27 +90,77 @@ class ProjectInfoOnly(python_logging.Filter):
     return record.levelno >= python_logging.WARNING or record.pathname.startswith(self._PACKAGES)
 
 
+# Errors of the machine that the user fixes (space, permissions), not bugs.
+_USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                   errno.EMFILE, errno.ENAMETOOLONG}
+
+
+class Terminated(KeyboardInterrupt):
+  """SIGTERM, raised like Ctrl-C so that every `finally` (temporary files) runs."""
+
+
+def _raise_terminated(signum, frame):
+  raise Terminated()
+
+
 def run(command: Callable[[], object]) -> None:
-  """Runs `command()` under absl: one line and exit status 1 for anything the user can fix."""
+  """Runs `command()` under absl; every way it can end is one line (see the module doc)."""
 
   def main(argv):
     if len(argv) > 1:
       exit_with(f"unexpected arguments: {' '.join(argv[1:])} (--help lists the flags)")
-    if "cpu_devices" in FLAGS:
-      parallel.split_host_into_devices(FLAGS.cpu_devices)
-    if "distributed" in FLAGS and (FLAGS.distributed or FLAGS.coordinator_address):
-      parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
-                                      FLAGS.process_id)
-    python_logging.getLogger().setLevel(python_logging.INFO)
-    logging.get_absl_handler().addFilter(ProjectInfoOnly())
-    orbax_quiet.install()
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
+      if "cpu_devices" in FLAGS:
+        if FLAGS.cpu_devices < 1:
+          raise UserError(f"--cpu_devices={FLAGS.cpu_devices}: expected at least 1")
+        parallel.split_host_into_devices(FLAGS.cpu_devices)
+      if "distributed" in FLAGS and (FLAGS.distributed or FLAGS.coordinator_address):
+        parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                        FLAGS.process_id)
+      python_logging.getLogger().setLevel(python_logging.INFO)
+      logging.get_absl_handler().addFilter(ProjectInfoOnly())
+      orbax_quiet.install()
       command()
     except USER_ERRORS as e:
       exit_with(str(e))
+    except Terminated:
+      exit_with("terminated (SIGTERM): stopped; nothing further was written", status=143)
+    except KeyboardInterrupt:
+      exit_with("interrupted (Ctrl-C): stopped; nothing further was written", status=130)
+    except MemoryError:
+      exit_with("out of memory: the input or the config needs more than this machine has "
+                "(a smaller batch_size, fewer --cpu_devices, or a resampled scan)")
+    except OSError as e:
+      if e.errno not in _USER_OS_ERRORS:
+        exit_with_bug(e)
+      exit_with(f"cannot write {e.filename or 'a file'}: {e.strerror or e}" if e.filename
+                else f"{e.strerror or e}")
+    except Exception as e:  # noqa: BLE001  (the last resort: a bug, said as one)
+      exit_with_bug(e)
 
   _list_own_flags_in_help()
   app.run(main, flags_parser=_parse_flags)
+
+
+def exit_with_bug(error: BaseException):
+  """One line saying it is a bug and where its traceback went; exit status 2."""
+  log = _bug_log_path()
+  try:
+    with open(log, "w") as f:
+      f.write(f"{' '.join(sys.argv)}\n\n")
+      traceback.print_exception(error, file=f)
+    where = f"the traceback is in {log}"
+  except OSError:
+    where = "the traceback could not be saved"
+  first = (str(error).strip().splitlines() or [""])[0][:300]
+  exit_with(f"internal error, a bug in brainseg_jax ({type(error).__name__}: {first}); "
+            f"{where}; please report it with that file", status=2)
+
+
+def _bug_log_path() -> str:
+  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+  return os.path.join(tempfile.gettempdir(), f"brainseg_jax-error-{stamp}-{os.getpid()}.log")
 
 
 def _list_own_flags_in_help() -> None:
@@ -132,11 +192,11 @@ def _parse_flags(argv):
     exit_with(f"bad config override among {overrides}: {plain(e)}")
 
 
-def exit_with(message: str):
+def exit_with(message: str, status: int = 1):
   """Prints one line, "error: ...": the message's first line and, if it differs, its last."""
   lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
   summary = lines[0] if lines else "unknown error"
   if len(lines) > 1 and lines[-1] != lines[0]:
     summary = f"{summary} {lines[-1]}"
   print(f"error: {summary}", file=sys.stderr)
-  sys.exit(1)
+  sys.exit(status)

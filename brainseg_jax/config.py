@@ -229,12 +229,17 @@ def from_saved(saved: dict) -> ml_collections.ConfigDict:
   return config
 
 
-def _merge(config: ml_collections.ConfigDict, saved: dict):
+def _merge(config: ml_collections.ConfigDict, saved: dict, prefix: str = ""):
   for key, value in saved.items():
     if isinstance(value, dict) and isinstance(config.get(key), ml_collections.ConfigDict):
-      _merge(config[key], value)
-    else:
+      _merge(config[key], value, f"{prefix}{key}.")
+      continue
+    try:
       config[key] = _from_json(value)
+    except (TypeError, ValueError) as e:  # a hand-edited value of the wrong type
+      raise UserError(f"saved config key {prefix}{key}={value!r} is not a "
+                      f"{type(config[key]).__name__}: the run's saved config was edited "
+                      f"({plain(e)[:120]})") from None
 
 
 def _from_json(value):
@@ -380,6 +385,9 @@ def _check_training(config, num_devices: int | None):
   require(config.grad_clip_norm > 0, "grad_clip_norm", config.grad_clip_norm, "a number > 0")
 
 
+MAX_MEDIAN_FILTER_SIZE = 15
+
+
 def _check_eval(config):
   eval_config = config.eval
   fprs = tuple(eval_config.healthy_fprs)
@@ -389,6 +397,10 @@ def _check_eval(config):
   post = eval_config.postprocess
   for key in ("median_filter_size", "brain_erosion", "min_component_size"):
     positive_int(post, key, "eval.postprocess.", minimum=0)
+  # Wider filters erase the lesions they are meant to clean (and take minutes per volume).
+  require(post.median_filter_size <= MAX_MEDIAN_FILTER_SIZE,
+          "eval.postprocess.median_filter_size", post.median_filter_size,
+          f"an integer in [0, {MAX_MEDIAN_FILTER_SIZE}]")
   require(post.median_filter_dims in (2, 3), "eval.postprocess.median_filter_dims",
           post.median_filter_dims, "2 or 3")
   require(0 <= post.low_intensity_percentile < 100, "eval.postprocess.low_intensity_percentile",

@@ -139,6 +139,18 @@ def _fmt(value) -> str:
   return str(value)
 
 
+def with_input_orientation(image: nib.Nifti1Image, scan: nib.Nifti1Image) -> nib.Nifti1Image:
+  """`image` (on `scan`'s grid) with the scan's sform and qform and their codes.
+
+  A map that opens on top of its scan in every viewer must say what the scan
+  said, also where its two orientations disagree (viewers pick differently).
+  """
+  out = nib.Nifti1Image(np.asarray(image.dataobj), image.affine)
+  out.set_sform(scan.header.get_sform(), int(scan.header["sform_code"]))
+  out.set_qform(scan.header.get_qform(), int(scan.header["qform_code"]))
+  return out
+
+
 def save_nifti(image: nib.Nifti1Image, path: str):
   """Writes to a temporary name, then renames: never a half-written file."""
   with atomic.atomic_path(path) as tmp:

@@ -46,7 +46,10 @@ class Predictor:
     # The threshold first: a missing one fails before the model is restored.
     self.threshold = (workdir_lib.calibration_threshold(workdir, calibration) if calibration
                       else workdir_lib.model_threshold(workdir))
-    self.scan_scorer = scans.ScanScorer(workdir, registration, n4)
+    # The checkpoint the threshold was set on, not the latest: a run still training (or
+    # trained on after its evaluation) has newer ones that the threshold does not fit.
+    self.scan_scorer = scans.ScanScorer(workdir, registration, n4,
+                                        step=self.threshold.checkpoint_step)
 
   def __call__(self, scan_path: str, output_dir: str, brain_mask_path: str | None = None,
                extra_paths=()):
@@ -61,41 +64,51 @@ class Predictor:
       prediction = postprocess.clean_prediction(anomaly > self.threshold.value,
                                                 post.min_component_size)
       brain = volume.brain_mask[..., 0]
+      if not brain.any():
+        raise UserError(f"{scan_path}: the brain mask is empty on the model's grid; check "
+                        "--brain_mask or the registration")
       flagged_fraction = float(prediction[brain].mean())
 
     name = _stem(scan_path)
     maps = {"anomaly_map": (anomaly, 1), "prediction": (prediction.astype(np.float32), 0),
             "reconstruction": (recon, 1)}
     written = {kind: os.path.join(output_dir, f"{name}_{kind}.nii.gz") for kind in maps}
-
-    def on_scan_grid(kind):
-      array, order = maps[kind]
-      image = pipeline.to_original_grid(array, prepared.record, order=order)
-      if kind == "prediction":
-        image = nib.Nifti1Image(np.asarray(image.dataobj).round().astype(np.uint8), image.affine)
-      outputs.save_nifti(image, written[kind])
-      return image
-
-    with watch.stage("write NIfTI"):
-      # The three maps in parallel: interpolation and gzip release the GIL (2.3 s -> 1.3 s
-      # for a 240x240x155 scan on 2 cores).
-      with concurrent.futures.ThreadPoolExecutor(len(maps)) as pool:
-        images = dict(zip(maps, pool.map(on_scan_grid, maps), strict=True))
-    with watch.stage("report, overlay PNG"):
-      scan_report = report.scan_report(os.path.abspath(scan_path), self.threshold,
-                                       flagged_fraction, images["prediction"], prepared.qc,
-                                       self.scan_scorer.config.dataset.standardize,
-                                       modality=self.scan_scorer.channels[0])
-      written["overlay"] = os.path.join(output_dir, f"{name}_overlay.png")
-      figures.save_overlay(written["overlay"], prepared.scan, images["anomaly_map"],
-                           images["prediction"], self.threshold.value,
-                           report.caption(scan_report))
-    # Where this scan's seconds went: preprocessing by stage, then predict's own stages.
-    scan_report["seconds"] = {
-        "preprocess_stages": {k: round(v, 3) for k, v in prepared.timings.items()},
-        **{k: round(v, 3) for k, v in watch.seconds.items()}}
+    written["overlay"] = os.path.join(output_dir, f"{name}_overlay.png")
     written["report"] = os.path.join(output_dir, f"{name}_report.json")
-    atomic.write_json(written["report"], scan_report)
+
+    # A scan's outputs are a set: all under their final names, or none (an error, Ctrl-C,
+    # SIGTERM or a full disk on the way leaves nothing half-done behind).
+    with atomic.file_set() as files:
+
+      def on_scan_grid(kind):
+        array, order = maps[kind]
+        image = pipeline.to_original_grid(array, prepared.record, order=order)
+        if kind == "prediction":
+          image = nib.Nifti1Image(np.asarray(image.dataobj).round().astype(np.uint8),
+                                  image.affine)
+        image = outputs.with_input_orientation(image, prepared.scan)
+        outputs.save_nifti(image, files.path(written[kind]))
+        return image
+
+      with watch.stage("write NIfTI"):
+        # The three maps in parallel: interpolation and gzip release the GIL (2.3 s -> 1.3 s
+        # for a 240x240x155 scan on 2 cores).
+        with concurrent.futures.ThreadPoolExecutor(len(maps)) as pool:
+          images = dict(zip(maps, pool.map(on_scan_grid, maps), strict=True))
+      with watch.stage("report, overlay PNG"):
+        scan_report = report.scan_report(os.path.abspath(scan_path), self.threshold,
+                                         flagged_fraction, images["prediction"], prepared.qc,
+                                         self.scan_scorer.config.dataset.standardize,
+                                         modality=self.scan_scorer.channels[0],
+                                         notes=prepared.notes)
+        figures.save_overlay(files.path(written["overlay"]), prepared.scan,
+                             images["anomaly_map"], images["prediction"], self.threshold.value,
+                             report.caption(scan_report))
+      # Where this scan's seconds went: preprocessing by stage, then predict's own stages.
+      scan_report["seconds"] = {
+          "preprocess_stages": {k: round(v, 3) for k, v in prepared.timings.items()},
+          **{k: round(v, 3) for k, v in watch.seconds.items()}}
+      atomic.write_json(files.path(written["report"]), scan_report)
     logging.info("%s: %.2f%% of the brain flagged (threshold %.4f, %s) -> %s in %.1f s",
                  scan_path, 100 * flagged_fraction, self.threshold.value, self.threshold.source,
                  output_dir, watch.total())
@@ -129,6 +142,8 @@ def predict(workdir: str, input_path: str, output_dir: str, brain_mask: str | No
     if not os.path.isfile(path):
       raise UserError(f"extra input {path} does not exist")
   output_dir = workdir_lib.ensure_writable(output_dir, "--output_dir")
+  for path in atomic.remove_stale(output_dir):
+    logging.info("removed %s, left by an interrupted run", path)
   predictor = Predictor(workdir, registration, n4, calibration)
   if os.path.isfile(input_path):  # one scan: its error is the command's one line
     return {input_path: predictor(input_path, output_dir, brain_mask, extra_inputs)}

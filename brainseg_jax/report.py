@@ -8,6 +8,7 @@ fails quality control (data_prep/qc.py) is reported and warned about too.
 """
 
 import dataclasses
+import math
 
 import nibabel as nib
 import numpy as np
@@ -43,10 +44,12 @@ def lesion_components(prediction: nib.Nifti1Image) -> list[dict]:
 
 def scan_report(scan_path: str, threshold: Threshold, flagged_fraction: float,
                 prediction: nib.Nifti1Image, registration_qc: RegistrationQC | None = None,
-                standardization: str = "none", *, modality: str) -> dict:
+                standardization: str = "none", *, modality: str, notes=()) -> dict:
   """Everything the report JSON holds; `flagged_fraction` is measured inside the brain mask.
 
-  `modality`: of the registered scan, for the registration QC rule.
+  `modality`: of the registered scan, for the registration QC rule. `notes`:
+  what preprocessing chose on its own (N4 skipped, which orientation was used).
+  Every number is finite (strict JSON): an undefined QC measure is null.
   """
   lesions = lesion_components(prediction)
   qc_reasons = qc_problems(registration_qc, modality)
@@ -55,14 +58,16 @@ def scan_report(scan_path: str, threshold: Threshold, flagged_fraction: float,
       "scan": scan_path,
       "threshold": threshold.value,
       "threshold_source": threshold.source,
+      "checkpoint_step": threshold.checkpoint_step,
       "healthy_fpr_promised": threshold.healthy_fpr,
       "brain_fraction_flagged": flagged_fraction,
       "intensity_standardization": standardization,
       # None when nothing was registered (--registration=none).
       "registration_qc": (None if registration_qc is None else
-                          {**dataclasses.asdict(registration_qc),
+                          {**_finite_or_none(dataclasses.asdict(registration_qc)),
                            "skull_stripped": registration_qc.skull_stripped,
                            "passed": not qc_reasons, "problems": qc_reasons}),
+      "preprocessing_notes": list(notes),
       "warning": None,
       "lesions": lesions,
       "total_lesion_volume_ml": float(sum(c["volume_ml"] for c in lesions)),
@@ -79,6 +84,11 @@ def scan_report(scan_path: str, threshold: Threshold, flagged_fraction: float,
         "healthy scans of this site: python -m brainseg_jax.calibrate")
   report["warning"] = " ".join(warnings) or None
   return report
+
+
+def _finite_or_none(record: dict) -> dict:
+  return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+          for k, v in record.items()}
 
 
 def caption(report: dict) -> str:

@@ -38,16 +38,18 @@ class ScanScorer:
   with the settings saved with the model; one compiled scorer serves every scan.
   `threads` register it (default: every core of this process; ~1.6x faster on 2
   cores than one, but only one thread gives bit-reproducible registrations).
+  `step`: the checkpoint to score with (default: the latest).
   """
 
   def __init__(self, workdir: str, registration: str = "affine", n4: bool = True,
-               threads: int | None = None):
+               threads: int | None = None, step: int | None = None):
     from data_prep.config import PrepConfig
 
     self.workdir = workdir
-    self.config = checkpoints.saved_config(workdir)
+    self.config = checkpoints.saved_config(workdir, step)
     self.channels = config_lib.modalities(self.config.dataset)
-    self.scorer, self.state, _ = scoring.restore_scorer(self.config, workdir)
+    # `step`: the checkpoint a threshold was set on; a run still training has newer ones.
+    self.scorer, self.state, self.step = scoring.restore_scorer(self.config, workdir, step)
     self.standard = standardization.for_run(self.config, workdir)
     self.prep = PrepConfig(resolution=self.config.dataset.resolution,
                            modality=self.config.dataset.modality, registration=registration,

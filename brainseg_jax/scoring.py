@@ -74,13 +74,15 @@ def scorer_for(model: Model, config, mesh=None) -> VolumeScorer:
                       config_lib.scored_channel_indices(config))
 
 
-def restore_scorer(config, workdir: str) -> tuple[VolumeScorer, object, int]:
+def restore_scorer(config, workdir: str,
+                   step: int | None = None) -> tuple[VolumeScorer, object, int]:
   """(scorer, its state placed on the devices, checkpoint step) of the model in `workdir`.
 
-  What eval, compare and predict each need before scoring a volume.
+  What eval, compare and predict each need before scoring a volume. `step`:
+  that checkpoint (the one a threshold was set on), default the latest.
   """
   model = create_model(config)
-  state, step = checkpoints.restore_trained(config, workdir, model)
+  state, step = checkpoints.restore_trained(config, workdir, model, step)
   scorer = scorer_for(model, config)
   return scorer, scorer.place(state), step
 

@@ -96,10 +96,8 @@ def _holder(lock) -> str:
 
 
 def _remove_stale_temporaries(workdir: str):
-  for pattern in (".*.tmp*", "*/.*.tmp*"):
-    for path in glob.glob(os.path.join(workdir, pattern), include_hidden=True):
-      if os.path.isfile(path):
-        os.remove(path)
+  for directory in (workdir, *glob.glob(os.path.join(workdir, "*/"))):
+    atomic.remove_stale(directory)
 
 
 def read_train_seconds(workdir: str, step: int) -> float:
@@ -136,7 +134,8 @@ def metrics_path(workdir: str) -> str:
 
 
 def write_metrics(workdir: str, result: dict) -> None:
-  atomic.write_json(metrics_path(workdir), result)
+  # An undefined metric (AUROC without lesions) is NaN here; the thresholds are checked finite.
+  atomic.write_json(metrics_path(workdir), result, allow_nan=True)
 
 
 def read_metrics(workdir: str) -> dict:
@@ -192,16 +191,26 @@ class Threshold:
   value: float
   healthy_fpr: float  # the fraction of healthy brain voxels it flags, by construction
   source: str  # in words, for reports
+  checkpoint_step: int  # the model it was set on: only that checkpoint may score against it
 
 
 def model_threshold(workdir: str) -> Threshold:
   """The headline threshold evaluation chose on healthy validation data (metrics.json)."""
   path = metrics_path(workdir)
-  protocol = _field(read_metrics(workdir), "protocol", dict, path)
+  metrics = read_metrics(workdir)
+  protocol = _field(metrics, "protocol", dict, path)
   value = _number(protocol, "threshold", path, "protocol.")
   fpr = _fraction(protocol, "healthy_fpr", path, "protocol.")
   source = _field(protocol, "threshold_source", str, path, "protocol.")
-  return Threshold(value, fpr, f"model evaluation: {source}, healthy FPR {fpr:g}")
+  step = _step(metrics, path)
+  return Threshold(value, fpr, f"model evaluation: {source}, healthy FPR {fpr:g}", step)
+
+
+def _step(record, path: str) -> int:
+  step = _field(record, "checkpoint_step", int, path)
+  if step < 0:
+    raise UserError(f"{path}: checkpoint_step is {step}, not a step: the file was edited")
+  return step
 
 
 def _field(record, key: str, kind, path: str, prefix: str = ""):
@@ -237,10 +246,14 @@ def calibration_path(workdir: str, name: str) -> str:
 
 def calibration_record(name: str, folder: str, scans: list[str], skipped: dict,
                        thresholds_by_fpr: dict[float, float], brain_voxels: int,
-                       created: str) -> dict:
-  """A calibration file's contents: thresholds by healthy FPR, and the scans behind them."""
+                       created: str, checkpoint_step: int) -> dict:
+  """A calibration file's contents: thresholds by healthy FPR, and the scans behind them.
+
+  `checkpoint_step`: the model that scored the scans, the only one the thresholds fit.
+  """
   fprs = list(thresholds_by_fpr)
   return {"name": name, "folder": folder, "scans": scans, "skipped": skipped,
+          "checkpoint_step": checkpoint_step,
           "healthy_fprs": fprs,
           "thresholds": {threshold_name(f): v for f, v in thresholds_by_fpr.items()},
           "brain_voxels": brain_voxels, "created": created}
@@ -273,4 +286,4 @@ def calibration_threshold(workdir: str, name: str) -> Threshold:
   scans = _field(record, "scans", list, path)
   folder = _field(record, "folder", str, path)
   return Threshold(value, fpr, f"calibration {name!r}: {len(scans)} healthy scans of {folder}, "
-                   f"healthy FPR {fpr:g}")
+                   f"healthy FPR {fpr:g}", _step(record, path))

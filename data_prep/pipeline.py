@@ -108,7 +108,8 @@ def preprocess(image_path, config: PrepConfig, anomaly_mask_path=None,
   watch = timing.Stopwatch()
   with watch.stage("load"):
     raw = load.load_volume(image_path)
-    _check_field_of_view(image_path, raw)
+    if note := load.orientation_note(raw):
+      notes.append(note)
     anomaly_raw = (load.load_mask(anomaly_mask_path, raw, image_path)
                    if anomaly_mask_path else None)
     if config.brain_mask == "given" and not brain_mask_path:
@@ -247,17 +248,6 @@ def _extra_channel(path, reference, config, brain_raw, brain, template_to_scan, 
 
 # A head scan covers well over this in every direction, even a thick-slice 2D acquisition;
 # below it, registration to a whole-brain template has nothing to hold on to.
-_MIN_FIELD_OF_VIEW_MM = 40.0
-
-
-def _check_field_of_view(image_path, image: nib.Nifti1Image):
-  extent = np.asarray(image.shape[:3]) * np.asarray(image.header.get_zooms()[:3])
-  if extent.min() < _MIN_FIELD_OF_VIEW_MM:
-    raise InputFileError(image_path, f"field of view {' x '.join(f'{e:.0f}' for e in extent)} mm "
-                                     f"is too small for a head scan (each side must be at least "
-                                     f"{_MIN_FIELD_OF_VIEW_MM:.0f} mm)")
-
-
 def _register(image_path, working: sitk.Image, config: PrepConfig, threads: int = 1) -> np.ndarray:
   """Affine registration to the template, with SimpleITK's failures as the scan's own error."""
   try:

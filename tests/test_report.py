@@ -31,7 +31,7 @@ def test_components_are_largest_first_with_volume_and_centre_in_scanner_mm():
 
 
 def test_warning_only_when_far_above_the_promised_fraction():
-  threshold = Threshold(0.5, 0.01, "test")
+  threshold = Threshold(0.5, 0.01, "test", 60)
   quiet = report.scan_report("s", threshold, 0.02, _prediction(), modality="flair")
   assert quiet["warning"] is None
   warned = report.scan_report("s", threshold, 0.12, _prediction(), modality="flair")
@@ -40,7 +40,7 @@ def test_warning_only_when_far_above_the_promised_fraction():
 
 
 def test_a_failed_registration_is_reported_and_warned_about():
-  threshold = Threshold(0.5, 0.01, "test")
+  threshold = Threshold(0.5, 0.01, "test", 60)
   good = RegistrationQC(volume_scale=0.8, brain_outside_head=0.001, rim_dark_excess=0.02,
                         tissue_around_brain=0.5, brain_coverage=1.0)
   bad = dataclasses.replace(good, brain_outside_head=0.2)

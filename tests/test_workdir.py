@@ -45,9 +45,17 @@ def test_a_killed_holder_leaves_no_stuck_lock(tmp_path):
     assert (tmp_path / workdir_lib.LOCK_FILE).read_text() == str(os.getpid())
 
 
+def _dead_pid() -> int:
+  process = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+  return int(process.stdout)
+
+
 def test_temporaries_left_by_a_killed_run_are_removed_under_the_lock(tmp_path):
   (tmp_path / "figures").mkdir()
-  stale = [tmp_path / ".metrics.json.x1.tmp.json", tmp_path / "figures" / ".a.png.x2.tmp.png"]
+  dead = _dead_pid()
+  stale = [tmp_path / f".metrics.json.{dead}.x1.tmp.json",
+           tmp_path / "figures" / f".a.png.{dead}.x2.tmp.png"]
   for path in stale:
     path.write_text("half")
   (tmp_path / "keep.png").write_text("complete")
@@ -84,13 +92,14 @@ def test_output_dir_that_is_a_file_is_named(tmp_path):
 
 def _metrics_with(tmp_path, **protocol):
   protocol = {"threshold": 0.3, "healthy_fpr": 0.01, "threshold_source": "test", **protocol}
-  (tmp_path / "metrics.json").write_text(json.dumps({"protocol": protocol}))
+  (tmp_path / "metrics.json").write_text(json.dumps({"protocol": protocol,
+                                                     "checkpoint_step": 60}))
   return str(tmp_path)
 
 
 def test_the_model_threshold_is_read_from_the_metrics(tmp_path):
   threshold = workdir_lib.model_threshold(_metrics_with(tmp_path))
-  assert (threshold.value, threshold.healthy_fpr) == (0.3, 0.01)
+  assert (threshold.value, threshold.healthy_fpr, threshold.checkpoint_step) == (0.3, 0.01, 60)
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -118,15 +127,18 @@ def test_a_broken_metrics_file_is_one_error(tmp_path, content, message):
 
 def _calibration_with(tmp_path, **edits):
   record = workdir_lib.calibration_record("site", "/scans", ["/scans/a.nii.gz"], {},
-                                         {0.01: 0.4, 0.05: 0.2}, 1000, "now")
-  record.update(edits)
+                                         {0.01: 0.4, 0.05: 0.2}, 1000, "now", 60)
   workdir_lib.save_calibration(str(tmp_path), record)
+  if edits:  # by hand, as a user would (the project writes strict JSON only)
+    path = workdir_lib.calibration_path(str(tmp_path), "site")
+    with open(path, "w") as f:
+      json.dump({**record, **edits}, f)
   return str(tmp_path)
 
 
 def test_a_calibration_threshold_round_trips(tmp_path):
   threshold = workdir_lib.calibration_threshold(_calibration_with(tmp_path), "site")
-  assert (threshold.value, threshold.healthy_fpr) == (0.4, 0.01)
+  assert (threshold.value, threshold.healthy_fpr, threshold.checkpoint_step) == (0.4, 0.01, 60)
   assert "1 healthy scans of /scans" in threshold.source
 
 
@@ -135,6 +147,8 @@ def test_a_calibration_threshold_round_trips(tmp_path):
     ({"healthy_fprs": [0.02]}, "thresholds.fpr_0.02 is None"),
     ({"thresholds": {"fpr_0.01": float("nan")}}, "thresholds.fpr_0.01 is nan"),
     ({"thresholds": "x"}, "thresholds is 'x'"),
+    ({"checkpoint_step": None}, "checkpoint_step is None"),
+    ({"checkpoint_step": -3}, "checkpoint_step is -3"),
 ])
 def test_an_edited_calibration_is_one_error_naming_the_file_and_key(tmp_path, edits, message):
   with pytest.raises(UserError, match=re.escape(message)):

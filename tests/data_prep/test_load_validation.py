@@ -10,9 +10,12 @@ from brainseg_jax.errors import USER_ERRORS
 from data_prep import load
 from data_prep.errors import InputFileError
 
+# 12 mm voxels: these few voxels span a head's field of view (load.check_header).
+_AFFINE = np.diag([12.0, 12.0, 12.0, 1.0])
+
 
 def _save(path, data, affine=None):
-  nib.save(nib.Nifti1Image(np.asarray(data, np.float32), np.eye(4) if affine is None else affine),
+  nib.save(nib.Nifti1Image(np.asarray(data, np.float32), _AFFINE if affine is None else affine),
            str(path))
   return path
 
@@ -65,7 +68,7 @@ def test_mask_on_another_grid_is_refused(tmp_path, good):
   other_shape = _save(tmp_path / "shape.nii.gz", np.ones((8, 9, 11)))
   with pytest.raises(InputFileError, match="shape.nii.gz.*another grid"):
     load.load_mask(other_shape, ref, good)
-  shifted = np.eye(4)
+  shifted = _AFFINE.copy()
   shifted[0, 3] = 5.0
   other_affine = _save(tmp_path / "affine.nii.gz", np.ones((8, 9, 10)), shifted)
   with pytest.raises(InputFileError, match="affine.nii.gz.*another grid"):
