@@ -25,7 +25,7 @@ from absl import flags, logging
 from brainseg_jax import cli, metrics, scans
 from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.errors import UserError
-from data_prep import qc
+from data_prep import qc, sources
 
 FLAGS = flags.FLAGS
 
@@ -36,7 +36,8 @@ def calibrate(workdir: str, healthy: str, name: str, registration: str = "affine
 
   `threads`: registration threads per scan (`scans.ScanScorer`; default every core).
   """
-  paths = scans.scan_paths(healthy)
+  if not os.path.isdir(healthy):
+    raise UserError(f"--healthy {healthy} is not a folder of scans")
   workdir_lib.calibration_path(workdir, name)  # a bad name fails before any scan is read
   # The checkpoint the model's own threshold was set on, so that both fit one model.
   model = workdir_lib.model_threshold(workdir) if workdir_lib.has_metrics(workdir) else None
@@ -47,18 +48,22 @@ def calibrate(workdir: str, healthy: str, name: str, registration: str = "affine
                     "channels; calibrate reads one scan per subject and supports "
                     "single-modality models only so far")
 
-  def brain_scores(path):
-    prepared = scan_scorer.preprocess(path)
+  found = scans.find_scans(healthy, scan_scorer.channels[0])
+
+  def brain_scores(source):
+    with sources.as_nifti(source) as path:
+      prepared = scan_scorer.preprocess(path)
     # A scan registered wrongly would set the site's threshold on scalp and skull.
     modality = scan_scorer.channels[0]
     problems = qc.problems(prepared.qc, modality)
     if problems:
-      raise UserError(f"{path}: registration QC failed ({'; '.join(problems)}); not used")
+      raise UserError(f"{source}: registration QC failed ({'; '.join(problems)}); not used")
     volume, _, anomaly = scan_scorer.score(prepared)
     return anomaly[volume.brain_mask[..., 0]]
 
-  scores, failures = scans.for_each_scan(paths, brain_scores)
-  used = [os.path.abspath(path) for path in scores]
+  scores, failures = scans.for_each_scan(found, brain_scores)
+  used = [os.path.abspath(str(source)) for source in scores]
+  failures = {str(source): error for source, error in failures.items()}
   voxels = np.concatenate(list(scores.values()))
   fprs = tuple(scan_scorer.config.eval.healthy_fprs)
   record = workdir_lib.calibration_record(

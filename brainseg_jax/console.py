@@ -38,3 +38,13 @@ def calibrate():
 def build():
   from brainseg_jax import build as command
   command.main()
+
+
+def sample():
+  from brainseg_jax import sample as command
+  command.main()
+
+
+def export():
+  from brainseg_jax import export as command
+  command.main()

@@ -1,8 +1,8 @@
 """Anomaly maps for new scans, written onto the scans' own grids.
 
-    python -m brainseg_jax.predict --workdir=runs/vae --input=scan.nii.gz \\
-        [--brain_mask=mask.nii.gz] --output_dir=out/
+    python -m brainseg_jax.predict --model=lgg_flair_unet --input=scan.nii.gz --output_dir=out/
     python -m brainseg_jax.predict --workdir=runs/vae --input=folder_of_scans/ --output_dir=out/
+    python -m brainseg_jax.predict --list_models
 
 Each scan (any orientation, not skull-stripped) goes through the same
 preprocessing as the training data (`data_prep.pipeline`), is scored by the
@@ -12,37 +12,52 @@ of the scan in any viewer:
   <name>_anomaly_map.nii.gz     anomaly score per voxel
   <name>_prediction.nii.gz      0/1 at the healthy-calibrated threshold
   <name>_reconstruction.nii.gz  what the model expected to see
+  <name>_brain_mask.nii.gz      the brain the scan was scored in
   <name>_overlay.png            the scan's most anomalous axial slice with the prediction
   <name>_report.json            threshold and its source, fraction of the brain flagged
                                 against the fraction promised (with a warning far above it),
                                 registration QC (with a warning when it fails), intensity
                                 standardisation, the predicted lesions as 3D components
-                                (mL, scanner mm)
-The config is the one saved with the checkpoint, so only the workdir is needed.
+                                (mL, scanner mm), the model, the package version, the command
+A scan's files appear together or not at all. Over a folder, `summary.csv`
+beside them gets a row per scan after each one, and a rerun skips the scans
+whose report is already there (`--overwrite` does them again).
+The model is a workdir of one's own (`--workdir`; its checkpoint holds the
+config) or one shipped with the package (`--model`, `--list_models`).
 `--calibration=NAME` takes the thresholds of a calibration on a new site's own
 healthy scans (`python -m brainseg_jax.calibrate`) instead of the model's.
 """
 
 import concurrent.futures
+import csv
+import io
 import os
+import shlex
+import sys
 
 import nibabel as nib
 import numpy as np
 from absl import flags, logging
 
-from brainseg_jax import cli, figures, outputs, postprocess, report, scans
+import brainseg_jax
+from brainseg_jax import cli, figures, outputs, postprocess, pretrained, report, scans
 from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.errors import UserError
-from data_prep import atomic
+from data_prep import atomic, sources
 
 FLAGS = flags.FLAGS
+
+SUMMARY_FILE = "summary.csv"
+_SUMMARY_COLUMNS = ("scan", "status", "reason", "registration_qc", "threshold",
+                    "threshold_source", "brain_fraction_flagged", "healthy_fpr_promised",
+                    "lesions", "total_lesion_ml", "largest_lesion_ml", "seconds")
 
 
 class Predictor:
   """A trained model with its threshold, ready to score one scan after another."""
 
   def __init__(self, workdir: str, registration: str = "affine", n4: bool = True,
-               calibration: str | None = None):
+               calibration: str | None = None, model: dict | None = None):
     # The threshold first: a missing one fails before the model is restored.
     self.threshold = (workdir_lib.calibration_threshold(workdir, calibration) if calibration
                       else workdir_lib.model_threshold(workdir))
@@ -50,11 +65,14 @@ class Predictor:
     # trained on after its evaluation) has newer ones that the threshold does not fit.
     self.scan_scorer = scans.ScanScorer(workdir, registration, n4,
                                         step=self.threshold.checkpoint_step)
+    self.model = model or {"workdir": os.path.abspath(workdir)}
 
   def __call__(self, scan_path: str, output_dir: str, brain_mask_path: str | None = None,
-               extra_paths=()):
+               extra_paths=(), name: str | None = None, label: str | None = None):
+    """Writes the scan's files; `name`: their prefix; `label`: the scan in the report and log."""
     from data_prep import pipeline, timing
 
+    label = label or os.path.abspath(scan_path)
     watch = timing.Stopwatch()
     with watch.stage("preprocess"):
       prepared = self.scan_scorer.preprocess(scan_path, brain_mask_path, extra_paths)
@@ -65,16 +83,13 @@ class Predictor:
                                                 post.min_component_size)
       brain = volume.brain_mask[..., 0]
       if not brain.any():
-        raise UserError(f"{scan_path}: the brain mask is empty on the model's grid; check "
+        raise UserError(f"{label}: the brain mask is empty on the model's grid; check "
                         "--brain_mask or the registration")
       flagged_fraction = float(prediction[brain].mean())
 
-    name = _stem(scan_path)
+    written = output_paths(output_dir, name or sources.scan_stem(scan_path))
     maps = {"anomaly_map": (anomaly, 1), "prediction": (prediction.astype(np.float32), 0),
-            "reconstruction": (recon, 1)}
-    written = {kind: os.path.join(output_dir, f"{name}_{kind}.nii.gz") for kind in maps}
-    written["overlay"] = os.path.join(output_dir, f"{name}_overlay.png")
-    written["report"] = os.path.join(output_dir, f"{name}_report.json")
+            "reconstruction": (recon, 1), "brain_mask": (brain.astype(np.float32), 0)}
 
     # A scan's outputs are a set: all under their final names, or none (an error, Ctrl-C,
     # SIGTERM or a full disk on the way leaves nothing half-done behind).
@@ -83,7 +98,7 @@ class Predictor:
       def on_scan_grid(kind):
         array, order = maps[kind]
         image = pipeline.to_original_grid(array, prepared.record, order=order)
-        if kind == "prediction":
+        if order == 0:  # labels
           image = nib.Nifti1Image(np.asarray(image.dataobj).round().astype(np.uint8),
                                   image.affine)
         image = outputs.with_input_orientation(image, prepared.scan)
@@ -91,16 +106,18 @@ class Predictor:
         return image
 
       with watch.stage("write NIfTI"):
-        # The three maps in parallel: interpolation and gzip release the GIL (2.3 s -> 1.3 s
-        # for a 240x240x155 scan on 2 cores).
+        # The maps in parallel: interpolation and gzip release the GIL (2.3 s -> 1.3 s
+        # for three maps of a 240x240x155 scan on 2 cores).
         with concurrent.futures.ThreadPoolExecutor(len(maps)) as pool:
           images = dict(zip(maps, pool.map(on_scan_grid, maps), strict=True))
       with watch.stage("report, overlay PNG"):
-        scan_report = report.scan_report(os.path.abspath(scan_path), self.threshold,
+        scan_report = report.scan_report(label, self.threshold,
                                          flagged_fraction, images["prediction"], prepared.qc,
                                          self.scan_scorer.config.dataset.standardize,
                                          modality=self.scan_scorer.channels[0],
                                          notes=prepared.notes)
+        scan_report.update(model=self.model, package_version=brainseg_jax.__version__,
+                           command=shlex.join(sys.argv))
         figures.save_overlay(files.path(written["overlay"]), prepared.scan,
                              images["anomaly_map"], images["prediction"], self.threshold.value,
                              report.caption(scan_report))
@@ -110,33 +127,43 @@ class Predictor:
           **{k: round(v, 3) for k, v in watch.seconds.items()}}
       atomic.write_json(files.path(written["report"]), scan_report)
     logging.info("%s: %.2f%% of the brain flagged (threshold %.4f, %s) -> %s in %.1f s",
-                 scan_path, 100 * flagged_fraction, self.threshold.value, self.threshold.source,
+                 label, 100 * flagged_fraction, self.threshold.value, self.threshold.source,
                  output_dir, watch.total())
     if scan_report["warning"]:
-      logging.warning("%s: %s", scan_path, scan_report["warning"])
+      logging.warning("%s: %s", label, scan_report["warning"])
     return written
 
 
-def _stem(path: str) -> str:
-  name = os.path.basename(path)
-  for suffix in (".nii.gz", ".nii"):
-    if name.endswith(suffix):
-      return name[: -len(suffix)]
-  return name
+def output_paths(output_dir: str, name: str) -> dict[str, str]:
+  """Every file predict writes for the scan called `name`, by kind."""
+  kinds = {kind: f"{kind}.nii.gz" for kind in ("anomaly_map", "prediction", "reconstruction",
+                                               "brain_mask")}
+  kinds.update(overlay="overlay.png", report="report.json")
+  return {kind: os.path.join(output_dir, f"{name}_{suffix}") for kind, suffix in kinds.items()}
 
 
-def predict(workdir: str, input_path: str, output_dir: str, brain_mask: str | None = None,
-            registration: str = "affine", n4: bool = True,
-            calibration: str | None = None, extra_inputs=()) -> dict[str, dict]:
-  """Maps for a scan, or for every scan of a folder: one that fails is logged and skipped.
+def predict(workdir: str | None, input_path: str, output_dir: str,
+            brain_mask: str | None = None, registration: str = "affine", n4: bool = True,
+            calibration: str | None = None, extra_inputs=(), model: str | None = None,
+            overwrite: bool = False) -> dict:
+  """Maps for a scan, or for every scan under a folder: one that fails is logged and skipped.
 
-  `extra_inputs`: the session's further modalities, for a model of several
-  channels (a single --input scan only).
+  The model: the run in `workdir`, or the shipped model named `model`. The
+  input: a scan file, a folder tree of them, DICOM series or a BIDS dataset
+  (data_prep/sources.py). `extra_inputs`: the session's further modalities,
+  for a model of several channels and a single --input scan (a BIDS dataset
+  finds them itself). Over a folder, scans whose report is already in
+  `output_dir` are skipped unless `overwrite`. Returns the written files by scan.
   """
-  paths = scans.scan_paths(input_path)
-  if brain_mask and len(paths) > 1:
+  if bool(workdir) == bool(model):
+    raise UserError("pass --workdir (a run of your own) or --model (a shipped one: "
+                    "--list_models), not both or neither")
+  if not os.path.exists(input_path):
+    raise UserError(f"input {input_path} does not exist")
+  single = os.path.isfile(input_path)
+  if brain_mask and not single:
     raise UserError("--brain_mask goes with a single --input scan, not a folder")
-  if extra_inputs and len(paths) > 1:
+  if extra_inputs and not single:
     raise UserError("--extra_inputs go with a single --input scan, not a folder")
   for path in extra_inputs:
     if not os.path.isfile(path):
@@ -144,22 +171,103 @@ def predict(workdir: str, input_path: str, output_dir: str, brain_mask: str | No
   output_dir = workdir_lib.ensure_writable(output_dir, "--output_dir")
   for path in atomic.remove_stale(output_dir):
     logging.info("removed %s, left by an interrupted run", path)
-  predictor = Predictor(workdir, registration, n4, calibration)
-  if os.path.isfile(input_path):  # one scan: its error is the command's one line
-    return {input_path: predictor(input_path, output_dir, brain_mask, extra_inputs)}
-  results, _ = scans.for_each_scan(paths, lambda path: predictor(path, output_dir, brain_mask))
-  return results
+  model_info = None
+  if model:
+    model_info = {key: value for key, value in pretrained.card(model).items()
+                  if key in ("name", "version")}
+    workdir = pretrained.workdir(model)
+  predictor = Predictor(workdir, registration, n4, calibration, model_info)
+  channels = predictor.scan_scorer.channels
+  found = scans.find_scans(input_path, channels[0])
+  bids = sources.is_bids(input_path)
+
+  def one(source):
+    extra = extra_inputs
+    if bids and len(channels) > 1:
+      extra = sources.bids_session_files(source, channels[1:])
+    with sources.as_nifti(source) as path:
+      return predictor(path, output_dir, brain_mask, extra, name=source.name, label=str(source))
+
+  if single:  # one scan: its error is the command's one line
+    return {input_path: one(found[0])}
+  summary = FolderSummary(output_dir, found)
+  todo = [s for s in found if overwrite or not os.path.isfile(summary.report_path(s))]
+  if len(todo) < len(found):
+    logging.info("%d of %d scans already done in %s (a report is there): skipped; "
+                 "--overwrite does them again", len(found) - len(todo), len(found), output_dir)
+  if not todo:
+    summary.write()
+    return {}
+  results, _ = scans.for_each_scan(todo, one, summary.add)
+  return {str(source): written for source, written in results.items()}
+
+
+class FolderSummary:
+  """summary.csv of a folder run: a row per scan, from its report, written whole each time."""
+
+  def __init__(self, output_dir: str, found: list):
+    self.path = os.path.join(output_dir, SUMMARY_FILE)
+    self.output_dir, self.found = output_dir, found
+    self.skipped: dict = {}
+    self.seconds: dict = {}
+
+  def report_path(self, source) -> str:
+    return output_paths(self.output_dir, source.name)["report"]
+
+  def add(self, path: str, result, error: str | None, seconds: float) -> None:
+    if error is None:
+      self.skipped.pop(path, None)
+      self.seconds[path] = seconds
+    else:
+      self.skipped[path] = (error, seconds)
+    self.write()
+
+  def write(self) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(_SUMMARY_COLUMNS)
+    for source in self.found:
+      if source in self.skipped:
+        error, seconds = self.skipped[source]
+        writer.writerow([str(source), "skipped", error, *[""] * 8, f"{seconds:.1f}"])
+      elif os.path.isfile(self.report_path(source)):
+        writer.writerow(self._done_row(source))
+    atomic.write_text(self.path, buffer.getvalue())
+
+  def _done_row(self, path: str) -> list:
+    import json
+
+    with open(self.report_path(path)) as f:
+      scan_report = json.load(f)
+    qc = scan_report["registration_qc"]
+    lesions = scan_report["lesions"]
+    seconds = self.seconds.get(path)
+    return [str(path), "done" if seconds is not None else "done (earlier run)", "",
+            "not run" if qc is None else ("passed" if qc["passed"] else "failed"),
+            f"{scan_report['threshold']:.6g}", scan_report["threshold_source"],
+            f"{scan_report['brain_fraction_flagged']:.5f}",
+            f"{scan_report['healthy_fpr_promised']:g}", len(lesions),
+            f"{scan_report['total_lesion_volume_ml']:.2f}",
+            f"{lesions[0]['volume_ml']:.2f}" if lesions else "0.00",
+            "" if seconds is None else f"{seconds:.1f}"]
 
 
 def main():
-  flags.DEFINE_string("workdir", None, "A trained run's workdir (its checkpoint holds the config).")
-  flags.DEFINE_string("input", None, "A NIfTI scan, or a folder of them (*.nii, *.nii.gz).")
+  flags.DEFINE_string("workdir", None, "A trained run's workdir (its checkpoint holds the "
+                      "config); or --model.")
+  flags.DEFINE_string("model", None, "A model shipped with the package, by name "
+                      "(--list_models); instead of --workdir.")
+  flags.DEFINE_bool("list_models", False, "Print the shipped models, one line each, and stop.")
+  flags.DEFINE_string("input", None, "A scan (NIfTI, .mgz, .nrrd, .mha), a folder searched "
+                      "recursively (also for DICOM series), or a BIDS dataset.")
   flags.DEFINE_string("brain_mask", None, "Brain mask of a single --input scan; by default the "
                       "template's, carried through the registration.")
   flags.DEFINE_list("extra_inputs", [], "For a model of several modalities: the session's "
                     "further scans of a single --input, in the order of the model's channels "
                     "after the first (e.g. T1,T1c for a FLAIR+T1+T1c model).")
   flags.DEFINE_string("output_dir", None, "Where the maps go (created).")
+  flags.DEFINE_bool("overwrite", False, "Over a folder: do again the scans whose report is "
+                    "already in --output_dir (by default they are skipped: a rerun resumes).")
   flags.DEFINE_enum("registration", "affine", ["affine", "none"], "'none' for scans already "
                     "in MNI152 space at the training grid.")
   flags.DEFINE_bool("n4", True, "N4 bias-field correction (off for already corrected scans).")
@@ -168,9 +276,13 @@ def main():
   cli.define_device_flags()
 
   def command():
-    cli.require_flags("workdir", "input", "output_dir")
+    if FLAGS.list_models:
+      print(pretrained.listing())
+      return
+    cli.require_flags("input", "output_dir")
     predict(FLAGS.workdir, FLAGS.input, FLAGS.output_dir, FLAGS.brain_mask, FLAGS.registration,
-            FLAGS.n4, FLAGS.calibration, tuple(FLAGS.extra_inputs))
+            FLAGS.n4, FLAGS.calibration, tuple(FLAGS.extra_inputs), FLAGS.model,
+            FLAGS.overwrite)
 
   cli.run(command)
 

@@ -6,8 +6,8 @@ the model, then through the model's compiled scorer; one scan that fails is
 named and skipped, and the others go on.
 """
 
-import glob
 import os
+import time
 
 import numpy as np
 from absl import logging
@@ -16,19 +16,20 @@ from brainseg_jax import checkpoints, scoring, standardization
 from brainseg_jax import config as config_lib
 from brainseg_jax.datasets.input_pipeline import Volume
 from brainseg_jax.errors import USER_ERRORS, UserError
-from data_prep import standardize
+from data_prep import sources, standardize
 
 
-def scan_paths(path: str) -> list[str]:
-  if os.path.isdir(path):
-    paths = sorted(glob.glob(os.path.join(path, "*.nii.gz"))
-                   + glob.glob(os.path.join(path, "*.nii")))
-    if not paths:
-      raise UserError(f"no *.nii or *.nii.gz files in {path}")
-    return paths
-  if not os.path.isfile(path):
+def find_scans(path: str, modality: str = "flair") -> list[sources.Source]:
+  """Every scan under `path` (data_prep/sources.py); folders that hold none are named."""
+  if not os.path.exists(path):
     raise UserError(f"input {path} does not exist")
-  return [path]
+  found, problems = sources.find(path, modality)
+  for folder, problem in problems.items():
+    logging.error("skipped %s: %s", folder, problem)
+  if not found:
+    raise UserError(f"no scans in {path} (NIfTI, {', '.join(sources.OTHER_SUFFIXES)}, DICOM "
+                    "series, or a BIDS dataset's anat images of the model's modality)")
+  return found
 
 
 class ScanScorer:
@@ -98,6 +99,12 @@ class ScanScorer:
     return volume, recon, anomaly
 
 
+def _duration(seconds: float) -> str:
+  minutes, seconds = divmod(int(round(seconds)), 60)
+  hours, minutes = divmod(minutes, 60)
+  return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s"
+
+
 def require_finite(anomaly: np.ndarray, scan_path: str, workdir: str) -> None:
   """A map with NaN or inf is no result: its thresholded voxels would read as healthy."""
   bad = int(np.size(anomaly) - np.count_nonzero(np.isfinite(anomaly)))
@@ -106,21 +113,35 @@ def require_finite(anomaly: np.ndarray, scan_path: str, workdir: str) -> None:
                     "(NaN or inf): its checkpoint's parameters are not finite; retrain it")
 
 
-def for_each_scan(paths: list[str], process) -> tuple[dict, dict]:
+def for_each_scan(paths: list, process, after_each=None) -> tuple[dict, dict]:
   """`process(path)` for every scan: one that fails is logged and skipped, the rest go on.
 
-  Returns (results, errors), each by path; raises when no scan could be processed.
+  `paths`: file paths or `sources.Source`s. Logs progress (scan i of N, seconds
+  a scan, time left); `after_each(path, result, error, seconds)` is called
+  after every scan (predict's summary.csv). Returns (results, errors), each by
+  path; raises when no scan could be processed.
   """
   results, failures = {}, {}
-  for path in paths:
+  start = time.monotonic()
+  for i, path in enumerate(paths, 1):
+    scan_start = time.monotonic()
+    error = None
     try:
       results[path] = process(path)
     except USER_ERRORS as e:
-      failures[path] = str(e)
-      logging.error("skipped %s: %s", path, e)
+      error = str(e)
     except Exception as e:  # noqa: BLE001  (a scan nobody foresaw must not stop the others)
-      failures[path] = f"{type(e).__name__}: {e}"
-      logging.error("skipped %s: %s", path, failures[path])
+      error = f"{type(e).__name__}: {e}"
+    if error is not None:
+      failures[path] = error
+      logging.error("skipped %s: %s", path, error)
+    if after_each is not None:
+      after_each(path, results.get(path), error, time.monotonic() - scan_start)
+    if len(paths) > 1:
+      per_scan = (time.monotonic() - start) / i
+      logging.info("scan %d of %d (%s) %s, %.1f s a scan, about %s left", i, len(paths),
+                   path, "skipped" if error else "done", per_scan,
+                   _duration(per_scan * (len(paths) - i)))
   logging.info("%d of %d scans done, %d skipped", len(results), len(paths), len(failures))
   if not results:
     raise UserError(f"no scan could be processed; first error: {next(iter(failures.values()))}")

@@ -1,7 +1,8 @@
 """The layers of the code: commands over the engine, the library apart from the experiments.
 
   entries    launch.py (from a checkout) and brainseg_jax/console.py (installed) start commands
-  commands   brainseg_jax/{launch,eval,predict,calibrate,compare,build}.py: flags and a call
+  commands   brainseg_jax/{launch,eval,predict,calibrate,compare,build,export,sample}.py:
+             flags and a call
              into the engine; none imports another, and the engine imports none
   engine     the rest of brainseg_jax/: never imports configs/ (the experiment files), so
              an installed library works without the repository root on sys.path
@@ -16,7 +17,8 @@ import pytest
 from tests.helpers import PROJECT_ROOT
 
 COMMANDS = {"brainseg_jax.launch", "brainseg_jax.eval", "brainseg_jax.predict",
-            "brainseg_jax.calibrate", "brainseg_jax.compare", "brainseg_jax.build"}
+            "brainseg_jax.calibrate", "brainseg_jax.compare", "brainseg_jax.build",
+            "brainseg_jax.export", "brainseg_jax.sample"}
 ENTRIES = {"launch", "brainseg_jax.console"}
 
 
