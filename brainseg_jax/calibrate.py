@@ -22,7 +22,7 @@ import os
 import numpy as np
 from absl import flags, logging
 
-from brainseg_jax import cli, metrics, scans
+from brainseg_jax import cli, metrics, pretrained, scans
 from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.errors import UserError
 from data_prep import qc, sources
@@ -79,7 +79,9 @@ def calibrate(workdir: str, healthy: str, name: str, registration: str = "affine
 
 
 def main():
-  flags.DEFINE_string("workdir", None, "A trained run's workdir.")
+  flags.DEFINE_string("workdir", None, "A trained run's workdir; or --model.")
+  flags.DEFINE_string("model", None, "A model shipped with the package (predict --list_models); "
+                      "its calibration is stored in the user's data folder.")
   flags.DEFINE_string("healthy", None, "A folder of healthy scans of the site (*.nii, *.nii.gz).")
   flags.DEFINE_string("name", "site", "Name of this calibration (predict --calibration=NAME).")
   flags.DEFINE_enum("registration", "affine", ["affine", "none"], "As for predict.")
@@ -87,8 +89,12 @@ def main():
   cli.define_device_flags()
 
   def command():
-    cli.require_flags("workdir", "healthy")
-    calibrate(FLAGS.workdir, FLAGS.healthy, FLAGS.name, FLAGS.registration, FLAGS.n4)
+    cli.require_flags("healthy")
+    if bool(FLAGS.workdir) == bool(FLAGS.model):
+      raise UserError("pass --workdir (a run of your own) or --model (a shipped one), not both "
+                      "or neither")
+    workdir = FLAGS.workdir or pretrained.workdir(FLAGS.model)
+    calibrate(workdir, FLAGS.healthy, FLAGS.name, FLAGS.registration, FLAGS.n4)
 
   cli.run(command)
 

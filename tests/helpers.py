@@ -29,6 +29,12 @@ def run(args, data_dir, timeout=600, check=True):
   return result
 
 
+def predict(workdir, input_path, output_dir, check=True):
+  """`python -m brainseg_jax.predict` on a workdir."""
+  return run(["-m", "brainseg_jax.predict", f"--workdir={workdir}", f"--input={input_path}",
+              f"--output_dir={output_dir}"], None, check=check)
+
+
 def three_channel_config(score_channels=()):
   """The VAE's config on FLAIR + T1 + T1c, scored on `score_channels` (empty: all three)."""
   from configs import vae

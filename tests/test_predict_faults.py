@@ -1,0 +1,211 @@
+"""predict on what a hostile user gives it: bad scans, edited runs, a full disk, signals.
+
+Nothing silent: every case ends in one line naming the file or key, or the scan is
+skipped with its reason while the others go on; a scan's files are all there or none.
+"""
+
+import json
+import os
+import shutil
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tests.helpers import predict as _predict
+
+pytestmark = pytest.mark.slow  # runs predict
+
+
+@pytest.fixture(scope="module")
+def good_scan(sample_data_dir):
+  """An elderly FLAIR scan (skull on, 2 mm) that passes registration QC: quick to predict."""
+  return sample_data_dir / "elderly_flair" / "flair" / "Subj2_FL.nii.gz"
+
+
+def _bad_scans(folder):
+  """One scan of each kind that once ended in a traceback, a memory bomb or a silent result."""
+  from tests.data_prep.test_load_header import _header_only
+
+  affine = np.diag([2.0, 2.0, 2.0, 1.0])
+  _header_only(folder / "bomb.nii.gz", (2000, 2000, 2000), 0.1)
+  _header_only(folder / "wide.nii.gz", (64, 64, 64), 10.0)  # a 640 mm "head"
+  rgb = np.zeros((60, 60, 50), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+  nib.save(nib.Nifti1Image(rgb, affine), str(folder / "rgb.nii.gz"))
+  nib.save(nib.Nifti1Image(np.ones((60, 60, 50), np.complex64), affine),
+           str(folder / "complex.nii.gz"))
+  nib.save(nib.Nifti1Image(np.ones((60, 60, 50), np.float32), affine), str(folder / "code.nii"))
+  raw = bytearray((folder / "code.nii").read_bytes())
+  raw[70:72] = np.int16(9999).tobytes()  # datatype code
+  (folder / "code.nii").write_bytes(bytes(raw))
+  return {"bomb": "declares 2000 x 2000 x 2000 voxels", "wide": "field of view 640",
+          "rgb": "is not a grey-level image", "complex": "complex-valued voxels",
+          "code": "unreadable NIfTI header"}
+
+
+def test_a_folder_of_bad_scans_and_a_good_one_does_the_good_one(vae_smoke_run, good_scan,
+                                                                tmp_path):
+  folder = tmp_path / "scans"
+  folder.mkdir()
+  reasons = _bad_scans(folder)
+  (folder / "good.nii.gz").write_bytes(good_scan.read_bytes())
+  result = _predict(vae_smoke_run[0], folder, tmp_path / "out")
+  assert "Traceback" not in result.stderr
+  for name, reason in reasons.items():
+    skipped = [line for line in result.stderr.splitlines() if f"skipped {folder / name}" in line]
+    assert len(skipped) == 1 and reason in skipped[0], (name, result.stderr[-3000:])
+  assert f"1 of {len(reasons) + 1} scans done, {len(reasons)} skipped" in result.stderr
+  assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+      f"good_{kind}" for kind in ("anomaly_map.nii.gz", "overlay.png", "prediction.nii.gz",
+                                  "reconstruction.nii.gz", "report.json")]
+  report = json.loads((tmp_path / "out" / "good_report.json").read_text(),
+                      parse_constant=lambda c: pytest.fail(f"{c} in a report"))
+  assert report["checkpoint_step"] == 60 and report["preprocessing_notes"] == []
+
+
+def test_outputs_keep_the_inputs_orientation_codes(vae_smoke_run, good_scan, tmp_path):
+  scan = nib.load(good_scan)
+  shifted = scan.affine.copy()
+  shifted[:3, 3] += 20.0  # a qform 20 mm off the sform: viewers differ in which they show
+  image = nib.Nifti1Image(np.asarray(scan.dataobj), scan.affine)
+  image.set_qform(shifted, code=1)
+  nib.save(image, str(tmp_path / "two.nii.gz"))
+  _predict(vae_smoke_run[0], tmp_path / "two.nii.gz", tmp_path / "out")
+  for kind in ("anomaly_map", "prediction"):
+    written = nib.load(tmp_path / "out" / f"two_{kind}.nii.gz")
+    assert (int(written.header["sform_code"]), int(written.header["qform_code"])) == (2, 1)
+    np.testing.assert_allclose(written.header.get_qform(), shifted, atol=1e-4)
+  report = json.loads((tmp_path / "out" / "two_report.json").read_text())
+  assert "disagree by up to 20.0 mm; the sform was used" in report["preprocessing_notes"][0]
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt(), OSError(28, "No space left on device")])
+def test_a_scan_stopped_while_writing_leaves_none_of_its_outputs(vae_smoke_run, good_scan,
+                                                                 tmp_path, monkeypatch, stop):
+  """Ctrl-C or a full disk after the maps are written: none of them under a final name."""
+  from brainseg_jax import figures
+  from brainseg_jax import predict as predict_lib
+
+  def fail(*args, **kwargs):
+    raise stop
+
+  monkeypatch.setattr(figures, "save_overlay", fail)
+  with pytest.raises(type(stop)):
+    predict_lib.predict(str(vae_smoke_run[0]), str(good_scan), str(tmp_path))
+  assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_skips_the_scan_and_the_folder_goes_on(vae_smoke_run, good_scan, tmp_path,
+                                                           monkeypatch):
+  from brainseg_jax import figures
+  from brainseg_jax import predict as predict_lib
+
+  folder = tmp_path / "scans"
+  folder.mkdir()
+  for name in ("a", "b"):
+    (folder / f"{name}.nii.gz").write_bytes(good_scan.read_bytes())
+  save_overlay = figures.save_overlay
+
+  def full_for_a(path, *args, **kwargs):
+    if "/.a_overlay.png." in path:
+      raise OSError(28, "No space left on device", path)
+    return save_overlay(path, *args, **kwargs)
+
+  monkeypatch.setattr(figures, "save_overlay", full_for_a)
+  out = tmp_path / "out"
+  results = predict_lib.predict(str(vae_smoke_run[0]), str(folder), str(out))
+  assert list(results) == [str(folder / "b.nii.gz")]
+  assert sorted(p.name for p in out.iterdir())[0].startswith("b_")
+  assert not list(out.glob("a_*")) and not list(out.glob(".*"))
+
+
+def test_temporaries_of_an_interrupted_run_are_removed_by_the_next(vae_smoke_run, good_scan,
+                                                                   tmp_path):
+  from tests.test_workdir import _dead_pid
+
+  out = tmp_path / "out"
+  out.mkdir()
+  dead, alive = _dead_pid(), os.getpid()
+  left = out / f".good_prediction.nii.gz.{dead}.k2j3.tmp.nii.gz"
+  writing = out / f".good_anomaly_map.nii.gz.{alive}.x9q1.tmp.nii.gz"  # a live process's
+  for path in (left, writing):
+    path.write_bytes(b"half")
+  _predict(vae_smoke_run[0], good_scan, out)
+  assert not left.exists() and writing.exists()
+
+
+def _copy_run(vae_smoke_run, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(vae_smoke_run[0], workdir)
+  return workdir
+
+
+def _set_metrics_step(workdir, step):
+  metrics = json.loads((workdir / "metrics.json").read_text())
+  metrics["checkpoint_step"] = step
+  (workdir / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_the_threshold_scores_only_with_the_checkpoint_it_was_set_on(vae_smoke_run, good_scan,
+                                                                     tmp_path):
+  """A run trained on after its evaluation (or still training) has newer checkpoints."""
+  workdir = _copy_run(vae_smoke_run, tmp_path)
+  _set_metrics_step(workdir, 30)  # evaluated at step 30; steps 30 and 60 are there
+  _predict(workdir, good_scan, tmp_path / "out")
+  report = json.loads((tmp_path / "out" / "Subj2_FL_report.json").read_text())
+  assert report["checkpoint_step"] == 30
+  _set_metrics_step(workdir, 45)
+  result = _predict(workdir, good_scan, tmp_path / "out2", check=False)
+  assert result.returncode == 1 and result.stderr.strip().splitlines() == [
+      f"error: the threshold of {workdir} was set on checkpoint step 45, which is no longer "
+      f"there (steps: 30, 60): the run trained on; evaluate it again (python -m "
+      f"brainseg_jax.eval --workdir={workdir} ...) or calibrate again"]
+  assert not (tmp_path / "out2").exists() or not list((tmp_path / "out2").iterdir())
+
+
+def test_a_checkpoint_with_non_finite_parameters_scores_nothing(vae_smoke_run, good_scan,
+                                                                 tmp_path):
+  import jax
+
+  from brainseg_jax import checkpoints
+  from brainseg_jax.models import create_model
+
+  workdir = _copy_run(vae_smoke_run, tmp_path)
+  config = checkpoints.saved_config(str(workdir))
+  state, _ = checkpoints.restore_trained(config, str(workdir), create_model(config))
+  broken = state.replace(step=90, params=jax.tree.map(lambda p: p * np.nan, state.params))
+  checkpointer = checkpoints.Checkpointer(str(workdir))
+  checkpointer.save(90, broken, config.to_dict())
+  checkpointer.wait_until_finished()
+  checkpointer.close()
+  _set_metrics_step(workdir, 90)
+  result = _predict(workdir, good_scan, tmp_path / "out", check=False)
+  assert result.returncode == 1
+  assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+  assert "checkpoints/90 holds" in result.stderr and "non-finite parameters" in result.stderr
+  assert not list((tmp_path / "out").glob("*"))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("residual", "bogus", "unknown eval.residual 'bogus'"),
+    ("postprocess.median_filter_size", 999, "eval.postprocess.median_filter_size=999"),
+    ("postprocess.min_component_size", "x", "eval.postprocess.min_component_size='x'"),
+])
+def test_a_hand_edited_saved_config_is_one_line(vae_smoke_run, good_scan, tmp_path, key, value,
+                                                message):
+  workdir = _copy_run(vae_smoke_run, tmp_path)
+  path = workdir / "checkpoints" / "60" / "config" / "metadata"
+  saved = json.loads(path.read_text())
+  *parents, last = key.split(".")
+  node = saved["eval"]
+  for parent in parents:
+    node = node[parent]
+  node[last] = value
+  path.write_text(json.dumps(saved))
+  start = time.time()
+  result = _predict(workdir, good_scan, tmp_path / "out", check=False)
+  assert result.returncode == 1 and message in result.stderr, result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1 and time.time() - start < 60
+
+
