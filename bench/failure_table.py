@@ -2,7 +2,8 @@
 
     python bench/failure_table.py --output=docs/failure_table.md [--data_dir=DIR]
 
-Trains one smoke VAE (the workdir the bad inputs are tried against), builds
+Trains one smoke VAE (the workdir the bad inputs are tried against, and copies of
+it broken in one way each: an edited threshold or saved config, NaN parameters), builds
 the bad files in a temporary folder, runs each command as a user would, and
 writes a Markdown table: the case, the command, the exit status, the number of
 lines on stderr, whether a traceback showed, and the last line printed. The
@@ -11,6 +12,7 @@ regression tests for each of these live in tests/; this is the overview.
 
 import argparse
 import fcntl
+import json
 import os
 import pathlib
 import shutil
@@ -42,6 +44,31 @@ def bad_files(folder: pathlib.Path, good_scan: pathlib.Path) -> dict[str, pathli
   (folder / "a_file").write_text("")
   nan = volume.copy()
   nan[10:20, 10:20, 10:20] = np.nan
+  from tests.data_prep.test_load_header import _header_only
+
+  _header_only(folder / "bomb.nii.gz", (2000, 2000, 2000), 0.1)
+  _header_only(folder / "wide.nii.gz", (64, 64, 64), 10.0)
+  _header_only(folder / "huge_voxels.nii.gz", (64, 64, 40), 50.0)
+  for name, rows in (("zero_sform", 0.0), ("nan_sform", np.nan)):
+    _save(folder / f"{name}.nii", volume)
+    raw = bytearray((folder / f"{name}.nii").read_bytes())
+    raw[252:256] = np.array([0, 1], np.int16).tobytes()  # qform_code 0, sform_code 1
+    raw[280:328] = np.full(12, rows, np.float32).tobytes()  # srow_x, srow_y, srow_z
+    (folder / f"{name}.nii").write_bytes(bytes(raw))
+  affine = np.diag([2.0, 2.0, 2.0, 1.0])
+  rgb = np.zeros((60, 60, 50), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+  nib.save(nib.Nifti1Image(rgb, affine), str(folder / "rgb.nii.gz"))
+  nib.save(nib.Nifti1Image(np.ones((60, 60, 50), np.complex64), affine),
+           str(folder / "complex.nii.gz"))
+  _save(folder / "code.nii", volume)
+  raw = bytearray((folder / "code.nii").read_bytes())
+  raw[70:72] = np.int16(9999).tobytes()
+  (folder / "code.nii").write_bytes(bytes(raw))
+  mixed = folder / "mixed"
+  mixed.mkdir()
+  for name in ("bomb.nii.gz", "rgb.nii.gz", "code.nii", "zero_sform.nii"):
+    shutil.copy(folder / name, mixed / name)
+  shutil.copy(good_scan, mixed / "good.nii.gz")
   return {
       "good": good_scan,
       "empty_folder": folder / "empty_folder",
@@ -53,6 +80,10 @@ def bad_files(folder: pathlib.Path, good_scan: pathlib.Path) -> dict[str, pathli
       "tiny": _save(folder / "tiny.nii.gz", volume[:8, :8, :8], spacing=1.0),
       "mask_shape": _save(folder / "mask_shape.nii.gz", np.ones((10, 10, 10))),
       "a_file": folder / "a_file",
+      **{name: folder / f"{name}.nii.gz" for name in ("bomb", "wide", "huge_voxels", "rgb",
+                                                       "complex")},
+      **{name: folder / f"{name}.nii" for name in ("zero_sform", "nan_sform", "code")},
+      "mixed": mixed,
   }
 
 
@@ -105,14 +136,82 @@ def cases(workdir, files, tmp) -> list[tuple[str, list[str]]]:
       ("predict: workdir never trained", ["-m", "brainseg_jax.predict",
                                           f"--workdir={tmp / 'untrained'}",
                                           f"--input={files['good']}", out]),
+      ("predict: header declares 2000^3 voxels (122-byte file)",
+       [*predict, f"--input={files['bomb']}", out]),
+      ("predict: 64^3 at 10 mm voxels (a 640 mm head)",
+       [*predict, f"--input={files['wide']}", out]),
+      ("predict: 64x64x40 at 50 mm voxels", [*predict, f"--input={files['huge_voxels']}", out]),
+      ("predict: sform all zero", [*predict, f"--input={files['zero_sform']}", out]),
+      ("predict: sform NaN", [*predict, f"--input={files['nan_sform']}", out]),
+      ("predict: RGB24 voxels", [*predict, f"--input={files['rgb']}", out]),
+      ("predict: complex voxels", [*predict, f"--input={files['complex']}", out]),
+      ("predict: datatype code 9999", [*predict, f"--input={files['code']}", out]),
+      ("predict: folder of each bad kind and a good scan",
+       [*predict, f"--input={files['mixed']}", out]),
+      ("predict: --cpu_devices=0", [*predict, f"--input={files['good']}", out,
+                                    "--cpu_devices=0"]),
+      ("predict: both --workdir and --model", [*predict, "--model=lgg_flair_threshold",
+                                               f"--input={files['good']}", out]),
+      ("predict: unknown --model", ["-m", "brainseg_jax.predict", "--model=nope",
+                                    f"--input={files['good']}", out]),
+      ("predict: threshold NaN in metrics.json", ["-m", "brainseg_jax.predict",
+                                                  f"--workdir={tmp / 'nan_threshold'}",
+                                                  f"--input={files['good']}", out]),
+      ("predict: threshold a string in metrics.json", ["-m", "brainseg_jax.predict",
+                                                       f"--workdir={tmp / 'text_threshold'}",
+                                                       f"--input={files['good']}", out]),
+      ("predict: metrics.json truncated", ["-m", "brainseg_jax.predict",
+                                           f"--workdir={tmp / 'truncated_metrics'}",
+                                           f"--input={files['good']}", out]),
+      ("predict: threshold set on a checkpoint no longer there",
+       ["-m", "brainseg_jax.predict", f"--workdir={tmp / 'other_step'}",
+        f"--input={files['good']}", out]),
+      ("predict: saved config eval.residual=bogus", ["-m", "brainseg_jax.predict",
+                                                     f"--workdir={tmp / 'bogus_residual'}",
+                                                     f"--input={files['good']}", out]),
+      ("predict: saved config median_filter_size=999",
+       ["-m", "brainseg_jax.predict", f"--workdir={tmp / 'huge_median'}",
+        f"--input={files['good']}", out]),
+      ("predict: saved config min_component_size='x'",
+       ["-m", "brainseg_jax.predict", f"--workdir={tmp / 'text_component'}",
+        f"--input={files['good']}", out]),
+      ("predict: checkpoint with NaN parameters", ["-m", "brainseg_jax.predict",
+                                                   f"--workdir={tmp / 'nan_params'}",
+                                                   f"--input={files['good']}", out]),
+      ("calibrate: --cpu_devices=0", ["-m", "brainseg_jax.calibrate", f"--workdir={workdir}",
+                                      f"--healthy={files['empty_folder']}", "--cpu_devices=0"]),
       ("build: unknown dataset", ["-m", "brainseg_jax.build", "--dataset=nope"]),
       ("build: manual_dir missing", ["-m", "brainseg_jax.build", "--dataset=ixi",
                                      f"--manual_dir={tmp / 'nope'}"]),
   ]
 
 
+def _edit_json(path: pathlib.Path, edit):
+  record = json.loads(path.read_text())
+  edit(record)
+  path.write_text(json.dumps(record))
+
+
 def prepare_workdirs(trained: pathlib.Path, tmp: pathlib.Path):
   """Copies of the trained run, each broken in one way."""
+  edits = {
+      "nan_threshold": ("metrics.json", lambda m: m["protocol"].update(threshold=float("nan"))),
+      "text_threshold": ("metrics.json", lambda m: m["protocol"].update(threshold="0.3")),
+      "other_step": ("metrics.json", lambda m: m.update(checkpoint_step=45)),
+      "bogus_residual": ("checkpoints/60/config/metadata",
+                         lambda c: c["eval"].update(residual="bogus")),
+      "huge_median": ("checkpoints/60/config/metadata",
+                      lambda c: c["eval"]["postprocess"].update(median_filter_size=999)),
+      "text_component": ("checkpoints/60/config/metadata",
+                         lambda c: c["eval"]["postprocess"].update(min_component_size="x")),
+  }
+  for name, (file_name, edit) in edits.items():
+    shutil.copytree(trained, tmp / name)
+    _edit_json(tmp / name / file_name, edit)
+  shutil.copytree(trained, tmp / "truncated_metrics")
+  metrics = tmp / "truncated_metrics" / "metrics.json"
+  metrics.write_text(metrics.read_text()[:40])
+  _nan_parameters(trained, tmp / "nan_params")
   shutil.copytree(trained, tmp / "corrupt")
   for path in (tmp / "corrupt" / "checkpoints" / "60" / "state").rglob("*"):
     if path.is_file() and path.parent.name == "d":
@@ -120,6 +219,24 @@ def prepare_workdirs(trained: pathlib.Path, tmp: pathlib.Path):
   shutil.copytree(trained, tmp / "no_config")
   shutil.rmtree(tmp / "no_config" / "checkpoints" / "60" / "config")
   (tmp / "busy").mkdir()
+
+
+def _nan_parameters(trained: pathlib.Path, target: pathlib.Path):
+  """A copy whose evaluated checkpoint holds NaN parameters (a diverged training)."""
+  shutil.copytree(trained, target)
+  script = ("import sys, jax, numpy as np\n"
+            "from brainseg_jax import checkpoints\n"
+            "from brainseg_jax.models import create_model\n"
+            "workdir = sys.argv[1]\n"
+            "config = checkpoints.saved_config(workdir)\n"
+            "state, _ = checkpoints.restore_trained(config, workdir, create_model(config))\n"
+            "params = jax.tree.map(lambda p: p * np.nan, state.params)\n"
+            "nan = state.replace(step=90, params=params)\n"
+            "c = checkpoints.Checkpointer(workdir)\n"
+            "c.save(90, nan, config.to_dict()); c.wait_until_finished(); c.close()\n")
+  subprocess.run([sys.executable, "-c", script, str(target)], cwd=ROOT, check=True,
+                 env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True)
+  _edit_json(target / "metrics.json", lambda m: m.update(checkpoint_step=90))
 
 
 def run(args, data_dir) -> subprocess.CompletedProcess:
@@ -134,7 +251,8 @@ def table(rows) -> str:
   lines = ["# What the user sees: every bad input and config tried", "",
            "Made by `python bench/failure_table.py`, each case run as a command against a "
            "trained smoke VAE. Exit status 1, one line on stderr and no traceback is the "
-           "standard; for a folder, a bad scan is skipped and counted instead.", "",
+           "standard (2 would be a bug, said as one); for a folder, a bad scan is skipped and "
+           "counted instead.", "",
            "| case | exit | stderr lines | traceback | what the user sees (last line) |",
            "| --- | ---: | ---: | --- | --- |"]
   for name, result in rows:

@@ -174,12 +174,23 @@ class HistogramCurves:
             "precision": np.r_[1.0, tp / np.maximum(tp + fp, 1)]}
 
 
+# What counts as one lesion, everywhere (evaluation, post-processing, predict's report):
+# voxels that share a face (6-connectivity in 3D). Face connectivity keeps two lesions
+# that touch only at an edge or corner apart, as lesion-wise MS and WMH counts do.
+LESION_CONNECTIVITY = ndimage.generate_binary_structure(3, 1)
+
+
+def lesion_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+  """(labels, count) of the lesions in a 3D 0/1 mask, by LESION_CONNECTIVITY."""
+  return ndimage.label(mask, structure=LESION_CONNECTIVITY)
+
+
 def lesion_detection(prediction: np.ndarray, truth: np.ndarray) -> dict[str, int]:
   """Lesion-wise counts: a lesion (3D connected component of the truth) is found when
   any predicted voxel overlaps it; a predicted component touching no lesion is a false
   positive."""
-  truth_labels, num_lesions = ndimage.label(truth)
-  pred_labels, num_predicted = ndimage.label(prediction)
+  truth_labels, num_lesions = lesion_components(truth)
+  pred_labels, num_predicted = lesion_components(prediction)
   found = np.unique(truth_labels[prediction & truth])
   hits = np.unique(pred_labels[prediction & truth])
   return {"lesions": int(num_lesions), "lesions_detected": int(np.count_nonzero(found)),

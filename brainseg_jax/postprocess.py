@@ -9,6 +9,8 @@ import ml_collections
 import numpy as np
 from scipy import ndimage
 
+from brainseg_jax import metrics
+
 
 def clean_map(anomaly: np.ndarray, image: np.ndarray, brain: np.ndarray,
               config: ml_collections.ConfigDict) -> np.ndarray:
@@ -33,7 +35,7 @@ def clean_prediction(prediction: np.ndarray, min_component_size: int) -> np.ndar
   """Removes 3D connected components smaller than `min_component_size` voxels."""
   if min_component_size <= 1 or not prediction.any():
     return prediction
-  labels, count = ndimage.label(prediction)
+  labels, count = metrics.lesion_components(prediction)
   sizes = np.bincount(labels.ravel(), minlength=count + 1)
   keep = sizes >= min_component_size
   keep[0] = False

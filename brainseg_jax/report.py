@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from brainseg_jax import metrics
 from brainseg_jax.workdir import Threshold
 from data_prep.qc import RegistrationQC
 from data_prep.qc import problems as qc_problems
@@ -25,9 +26,9 @@ INTENDED_USE = "research use only, not for diagnosis"
 
 
 def lesion_components(prediction: nib.Nifti1Image) -> list[dict]:
-  """3D connected components (26-connected) of a 0/1 map, largest first, in scanner units."""
+  """The lesions of a 0/1 map (metrics.LESION_CONNECTIVITY), largest first, in scanner units."""
   mask = np.asarray(prediction.dataobj) > 0
-  labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+  labels, count = metrics.lesion_components(mask)
   if count == 0:
     return []
   voxel_ml = abs(np.linalg.det(prediction.affine[:3, :3])) / 1000.0

@@ -17,6 +17,7 @@
 
 import contextlib
 import dataclasses
+import locale
 import os
 import re
 import shutil
@@ -29,6 +30,20 @@ OTHER_SUFFIXES = (".mgz", ".nrrd", ".nhdr", ".mha", ".mhd")
 # BIDS suffixes of the modalities the models take.
 BIDS_SUFFIX = {"flair": r"_FLAIR", "t1": r"_T1w", "t1c": r"_ce-[^_]+_T1w", "t2": r"_T2w",
                "pd": r"_PDw"}
+
+
+@contextlib.contextmanager
+def keeping_locale():
+  """GDCM (SimpleITK's DICOM reader and writer) sets the C locale for the whole process.
+
+  Python then reads every text file as ASCII: a report or a config with one
+  non-ASCII character fails to load later in the same run. The locale is put back.
+  """
+  saved = locale.setlocale(locale.LC_ALL)
+  try:
+    yield
+  finally:
+    locale.setlocale(locale.LC_ALL, saved)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +90,8 @@ def find(path: str, modality: str = "flair") -> tuple[list[Source], dict[str, st
     sources += [Source(os.path.join(folder, f), "") for f in images]
     others = [f for f in files if f not in images and not f.startswith(".")]
     if others and _looks_like_dicom(folder, others):
-      series, problem = _dicom_series(folder)
+      with keeping_locale():
+        series, problem = _dicom_series(folder)
       sources += series
       if problem:
         problems[folder] = problem
@@ -184,18 +200,19 @@ def as_nifti(source: Source):
 
   folder = tempfile.mkdtemp(prefix="brainseg_scan_")
   try:
-    try:
-      if source.dicom_files:
-        reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(list(source.dicom_files))
-        image = reader.Execute()
-      else:
-        image = sitk.ReadImage(source.path)
-    except RuntimeError as e:
-      raise InputFileError(str(source), f"SimpleITK cannot read it "
-                                        f"({str(e).strip().splitlines()[-1][:160]})") from None
     path = os.path.join(folder, f"{source.name}.nii.gz")
-    sitk.WriteImage(image, path)
+    with keeping_locale():
+      try:
+        if source.dicom_files:
+          reader = sitk.ImageSeriesReader()
+          reader.SetFileNames(list(source.dicom_files))
+          image = reader.Execute()
+        else:
+          image = sitk.ReadImage(source.path)
+      except RuntimeError as e:
+        raise InputFileError(str(source), f"SimpleITK cannot read it "
+                                          f"({str(e).strip().splitlines()[-1][:160]})") from None
+      sitk.WriteImage(image, path)
     yield path
   finally:
     shutil.rmtree(folder, ignore_errors=True)

@@ -18,7 +18,8 @@ from tests.helpers import PROJECT_ROOT
 # A flag each command's --help must list.
 COMMANDS = {"brainseg-train": "--config", "brainseg-eval": "--workdir",
             "brainseg-predict": "--input", "brainseg-calibrate": "--healthy",
-            "brainseg-compare": "--configs", "brainseg-build": "--dataset"}
+            "brainseg-compare": "--configs", "brainseg-build": "--dataset",
+            "brainseg-sample": "--output_dir", "brainseg-export": "--name"}
 # The missing-flag line is cli.require_flags's, the same for each: two commands show it.
 REQUIRED = {"brainseg-train", "brainseg-predict"}
 
@@ -89,3 +90,21 @@ def test_an_installed_command_trains_evaluates_and_logs_as_a_checkout(installed,
   assert (workdir / "metrics.json").is_file()
   # The project's own INFO lines (the evaluation summary) are kept in an installed copy.
   assert "Dice" in result.stderr and "wrote metrics" in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_shipped_unet_maps_a_dicom_series_right_after_install(installed, tmp_path):
+  """The README's third set-up command: no training, no download."""
+  from brainseg_jax import pretrained
+
+  unet = next(n for n in pretrained.names() if pretrained.card(n)["family"] == "unet_dae")
+  bin_dir, outside, env = installed
+  env = {**env, "BRAINSEG_HOME": str(tmp_path / "home")}
+  installed = (bin_dir, outside, env)
+  _run(installed, "brainseg-sample", f"--output_dir={tmp_path / 'sample'}")
+  _run(installed, "brainseg-predict", f"--model={unet}", f"--input={tmp_path / 'sample' / 'dicom'}",
+       f"--output_dir={tmp_path / 'maps'}")
+  assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == sorted(
+      [f"AX_FLAIR_sample_{k}" for k in ("anomaly_map.nii.gz", "prediction.nii.gz",
+                                        "brain_mask.nii.gz", "reconstruction.nii.gz",
+                                        "overlay.png", "report.json")] + ["summary.csv"])

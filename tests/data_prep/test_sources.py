@@ -117,3 +117,16 @@ def test_a_bids_session_gives_a_multi_modal_models_other_channels(tmp_path):
   assert [os.path.basename(p) for p in extra] == ["sub-01_T1w.nii.gz", "sub-01_ce-gd_T1w.nii.gz"]
   with pytest.raises(InputFileError, match="0 t1 images of this session"):
     sources.bids_session_files(flair[1], ("t1",))
+
+
+def test_reading_and_writing_dicom_leaves_the_locale_alone(tmp_path):
+  """GDCM sets the C locale: Python would then read every text file as ASCII."""
+  import locale
+
+  before = locale.getpreferredencoding(False)
+  data, affine = _volume()
+  dicom.write_series(data, affine, str(tmp_path), "AX FLAIR")
+  (found,), _ = sources.find(str(tmp_path))
+  with sources.as_nifti(found):
+    pass
+  assert locale.getpreferredencoding(False) == before
