@@ -134,7 +134,7 @@ def test_first_table_is_the_comparison_with_thresholding():
   assert "threshold" in "\n".join(table).lower()
   heading_lines = {text.lower(): number for number, _, text in _headings(README)}
   table_line = prose[first_table][0]
-  for title in ("contents", "set-up: two commands"):
+  for title in ("contents", "set-up: three commands"):
     assert title in heading_lines, f"README.md has no '## {title}' heading"
     assert table_line < heading_lines[title], f"the first table must come before '{title}'"
 
