@@ -11,7 +11,9 @@ held against what a head scan can be, and the memory its processing needs
 against what the machine has free.
 """
 
+import contextlib
 import gzip
+import logging
 import os
 import zlib
 
@@ -154,11 +156,31 @@ def _spatial_shape(path, img) -> tuple[int, ...]:
   return shape
 
 
+@contextlib.contextmanager
+def _nibabel_quiet():
+  """nibabel prints each header problem it checks for; the one that stops it is our error line."""
+  logger = nib.imageglobals.logger
+  handlers, propagate = list(logger.handlers), logger.propagate
+  silent = logging.NullHandler()  # with no handler at all, Python's last resort would print
+  for handler in handlers:
+    logger.removeHandler(handler)
+  logger.addHandler(silent)
+  logger.propagate = False
+  try:
+    yield
+  finally:
+    logger.removeHandler(silent)
+    for handler in handlers:
+      logger.addHandler(handler)
+    logger.propagate = propagate
+
+
 def _read(path) -> nib.Nifti1Image:
   if not os.path.isfile(path):
     raise InputFileError(path, "file not found")
   try:
-    img = nib.load(str(path))
+    with _nibabel_quiet():
+      img = nib.load(str(path))
   except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError) as e:
     raise InputFileError(path, f"not a readable NIfTI file ({e})") from None
   except Exception as e:  # noqa: BLE001  (nibabel's header errors have many types)

@@ -43,3 +43,14 @@ def three_channel_config(score_channels=()):
   config.dataset.modalities = ("flair", "t1", "t1c")
   config.eval.score_channels = score_channels
   return config
+
+
+def finds_the_lesion(prediction_path, lesion_path):
+  """Most of the sample's glioma flagged, and little else."""
+  import nibabel as nib
+
+  prediction = nib.load(prediction_path).get_fdata() > 0
+  lesion = nib.load(lesion_path).get_fdata() > 0
+  assert prediction.shape == lesion.shape
+  assert prediction[lesion].mean() > 0.3, prediction[lesion].mean()
+  assert prediction[~lesion].mean() < 0.01, prediction[~lesion].mean()

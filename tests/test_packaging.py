@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.helpers import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT, finds_the_lesion
 
 # A flag each command's --help must list.
 COMMANDS = {"brainseg-train": "--config", "brainseg-eval": "--workdir",
@@ -108,3 +108,5 @@ def test_a_shipped_unet_maps_a_dicom_series_right_after_install(installed, tmp_p
       [f"AX_FLAIR_sample_{k}" for k in ("anomaly_map.nii.gz", "prediction.nii.gz",
                                         "brain_mask.nii.gz", "reconstruction.nii.gz",
                                         "overlay.png", "report.json")] + ["summary.csv"])
+  finds_the_lesion(tmp_path / "maps" / "AX_FLAIR_sample_prediction.nii.gz",
+                   tmp_path / "sample" / "sample_lesion.nii.gz")

@@ -7,7 +7,6 @@ skipped with its reason while the others go on; a scan's files are all there or 
 import json
 import os
 import shutil
-import time
 
 import nibabel as nib
 import numpy as np
@@ -44,40 +43,44 @@ def _bad_scans(folder):
           "code": "unreadable NIfTI header"}
 
 
+def _disagreeing_orientations(scan_path, target):
+  """The scan with a qform 20 mm off its sform: viewers differ in which they show."""
+  scan = nib.load(scan_path)
+  shifted = scan.affine.copy()
+  shifted[:3, 3] += 20.0
+  image = nib.Nifti1Image(np.asarray(scan.dataobj), scan.affine)
+  image.set_qform(shifted, code=1)
+  nib.save(image, str(target))
+  return shifted
+
+
 def test_a_folder_of_bad_scans_and_a_good_one_does_the_good_one(vae_smoke_run, good_scan,
                                                                 tmp_path):
   folder = tmp_path / "scans"
   folder.mkdir()
   reasons = _bad_scans(folder)
-  (folder / "good.nii.gz").write_bytes(good_scan.read_bytes())
+  qform = _disagreeing_orientations(good_scan, folder / "good.nii.gz")
   result = _predict(vae_smoke_run[0], folder, tmp_path / "out")
   assert "Traceback" not in result.stderr
   for name, reason in reasons.items():
     skipped = [line for line in result.stderr.splitlines() if f"skipped {folder / name}" in line]
     assert len(skipped) == 1 and reason in skipped[0], (name, result.stderr[-3000:])
   assert f"1 of {len(reasons) + 1} scans done, {len(reasons)} skipped" in result.stderr
-  assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-      f"good_{kind}" for kind in ("anomaly_map.nii.gz", "overlay.png", "prediction.nii.gz",
-                                  "reconstruction.nii.gz", "report.json")]
-  report = json.loads((tmp_path / "out" / "good_report.json").read_text(),
+  out = tmp_path / "out"
+  assert sorted(p.name for p in out.iterdir()) == sorted(["summary.csv"] + [
+      f"good_{kind}" for kind in ("anomaly_map.nii.gz", "brain_mask.nii.gz", "overlay.png",
+                                  "prediction.nii.gz", "reconstruction.nii.gz", "report.json")])
+  report = json.loads((out / "good_report.json").read_text(),
                       parse_constant=lambda c: pytest.fail(f"{c} in a report"))
-  assert report["checkpoint_step"] == 60 and report["preprocessing_notes"] == []
-
-
-def test_outputs_keep_the_inputs_orientation_codes(vae_smoke_run, good_scan, tmp_path):
-  scan = nib.load(good_scan)
-  shifted = scan.affine.copy()
-  shifted[:3, 3] += 20.0  # a qform 20 mm off the sform: viewers differ in which they show
-  image = nib.Nifti1Image(np.asarray(scan.dataobj), scan.affine)
-  image.set_qform(shifted, code=1)
-  nib.save(image, str(tmp_path / "two.nii.gz"))
-  _predict(vae_smoke_run[0], tmp_path / "two.nii.gz", tmp_path / "out")
-  for kind in ("anomaly_map", "prediction"):
-    written = nib.load(tmp_path / "out" / f"two_{kind}.nii.gz")
-    assert (int(written.header["sform_code"]), int(written.header["qform_code"])) == (2, 1)
-    np.testing.assert_allclose(written.header.get_qform(), shifted, atol=1e-4)
-  report = json.loads((tmp_path / "out" / "two_report.json").read_text())
+  assert report["checkpoint_step"] == 60
+  # The header's two orientations: which was used is said, and both are kept in the outputs.
   assert "disagree by up to 20.0 mm; the sform was used" in report["preprocessing_notes"][0]
+  for kind in ("anomaly_map", "prediction", "brain_mask"):
+    written = nib.load(out / f"good_{kind}.nii.gz")
+    assert (int(written.header["sform_code"]), int(written.header["qform_code"])) == (2, 1)
+    np.testing.assert_allclose(written.header.get_qform(), qform, atol=1e-4)
+  summary = (out / "summary.csv").read_text()
+  assert summary.count(",skipped,") == len(reasons) and summary.count(",done,") == 1
 
 
 @pytest.mark.parametrize("stop", [KeyboardInterrupt(), OSError(28, "No space left on device")])
@@ -96,15 +99,22 @@ def test_a_scan_stopped_while_writing_leaves_none_of_its_outputs(vae_smoke_run, 
   assert list(tmp_path.iterdir()) == []
 
 
-def test_a_full_disk_skips_the_scan_and_the_folder_goes_on(vae_smoke_run, good_scan, tmp_path,
-                                                           monkeypatch):
+def test_a_full_disk_skips_the_scan_the_folder_goes_on_and_leftovers_are_removed(
+    vae_smoke_run, good_scan, tmp_path, monkeypatch):
   from brainseg_jax import figures
   from brainseg_jax import predict as predict_lib
+  from tests.test_workdir import _dead_pid
 
   folder = tmp_path / "scans"
   folder.mkdir()
   for name in ("a", "b"):
     (folder / f"{name}.nii.gz").write_bytes(good_scan.read_bytes())
+  out = tmp_path / "out"
+  out.mkdir()
+  left = out / f".b_prediction.nii.gz.{_dead_pid()}.k2j3.tmp.nii.gz"  # a killed run's
+  writing = out / f".b_anomaly_map.nii.gz.{os.getpid()}.x9q1.tmp.nii.gz"  # a live process's
+  for path in (left, writing):
+    path.write_bytes(b"half")
   save_overlay = figures.save_overlay
 
   def full_for_a(path, *args, **kwargs):
@@ -113,26 +123,13 @@ def test_a_full_disk_skips_the_scan_and_the_folder_goes_on(vae_smoke_run, good_s
     return save_overlay(path, *args, **kwargs)
 
   monkeypatch.setattr(figures, "save_overlay", full_for_a)
-  out = tmp_path / "out"
   results = predict_lib.predict(str(vae_smoke_run[0]), str(folder), str(out))
   assert list(results) == [str(folder / "b.nii.gz")]
-  assert sorted(p.name for p in out.iterdir())[0].startswith("b_")
-  assert not list(out.glob("a_*")) and not list(out.glob(".*"))
-
-
-def test_temporaries_of_an_interrupted_run_are_removed_by_the_next(vae_smoke_run, good_scan,
-                                                                   tmp_path):
-  from tests.test_workdir import _dead_pid
-
-  out = tmp_path / "out"
-  out.mkdir()
-  dead, alive = _dead_pid(), os.getpid()
-  left = out / f".good_prediction.nii.gz.{dead}.k2j3.tmp.nii.gz"
-  writing = out / f".good_anomaly_map.nii.gz.{alive}.x9q1.tmp.nii.gz"  # a live process's
-  for path in (left, writing):
-    path.write_bytes(b"half")
-  _predict(vae_smoke_run[0], good_scan, out)
+  assert not list(out.glob("a_*")) and len(list(out.glob("b_*"))) == 6
   assert not left.exists() and writing.exists()
+  writing.unlink()
+  assert not list(out.glob(".*"))
+  assert "No space left on device" in (out / "summary.csv").read_text()
 
 
 def _copy_run(vae_smoke_run, tmp_path):
@@ -150,18 +147,22 @@ def _set_metrics_step(workdir, step):
 def test_the_threshold_scores_only_with_the_checkpoint_it_was_set_on(vae_smoke_run, good_scan,
                                                                      tmp_path):
   """A run trained on after its evaluation (or still training) has newer checkpoints."""
+  from brainseg_jax import predict as predict_lib
+  from brainseg_jax.errors import UserError
+
   workdir = _copy_run(vae_smoke_run, tmp_path)
   _set_metrics_step(workdir, 30)  # evaluated at step 30; steps 30 and 60 are there
-  _predict(workdir, good_scan, tmp_path / "out")
+  predict_lib.predict(str(workdir), str(good_scan), str(tmp_path / "out"))
   report = json.loads((tmp_path / "out" / "Subj2_FL_report.json").read_text())
   assert report["checkpoint_step"] == 30
   _set_metrics_step(workdir, 45)
-  result = _predict(workdir, good_scan, tmp_path / "out2", check=False)
-  assert result.returncode == 1 and result.stderr.strip().splitlines() == [
-      f"error: the threshold of {workdir} was set on checkpoint step 45, which is no longer "
+  with pytest.raises(UserError) as error:
+    predict_lib.predict(str(workdir), str(good_scan), str(tmp_path / "out2"))
+  assert str(error.value) == (
+      f"the threshold of {workdir} was set on checkpoint step 45, which is no longer "
       f"there (steps: 30, 60): the run trained on; evaluate it again (python -m "
-      f"brainseg_jax.eval --workdir={workdir} ...) or calibrate again"]
-  assert not (tmp_path / "out2").exists() or not list((tmp_path / "out2").iterdir())
+      f"brainseg_jax.eval --workdir={workdir} ...) or calibrate again")
+  assert not list((tmp_path / "out2").iterdir())
 
 
 def test_a_checkpoint_with_non_finite_parameters_scores_nothing(vae_smoke_run, good_scan,
@@ -169,6 +170,8 @@ def test_a_checkpoint_with_non_finite_parameters_scores_nothing(vae_smoke_run, g
   import jax
 
   from brainseg_jax import checkpoints
+  from brainseg_jax import predict as predict_lib
+  from brainseg_jax.errors import UserError
   from brainseg_jax.models import create_model
 
   workdir = _copy_run(vae_smoke_run, tmp_path)
@@ -180,17 +183,15 @@ def test_a_checkpoint_with_non_finite_parameters_scores_nothing(vae_smoke_run, g
   checkpointer.wait_until_finished()
   checkpointer.close()
   _set_metrics_step(workdir, 90)
-  result = _predict(workdir, good_scan, tmp_path / "out", check=False)
-  assert result.returncode == 1
-  assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-  assert "checkpoints/90 holds" in result.stderr and "non-finite parameters" in result.stderr
-  assert not list((tmp_path / "out").glob("*"))
+  with pytest.raises(UserError, match=r"checkpoints/90 holds \d+ non-finite parameters"):
+    predict_lib.predict(str(workdir), str(good_scan), str(tmp_path / "out"))
+  assert not list((tmp_path / "out").iterdir())
 
 
 @pytest.mark.parametrize("key, value, message", [
     ("residual", "bogus", "unknown eval.residual 'bogus'"),
     ("postprocess.median_filter_size", 999, "eval.postprocess.median_filter_size=999"),
-    ("postprocess.min_component_size", "x", "eval.postprocess.min_component_size='x'"),
+    ("postprocess.min_component_size", "x", "eval.postprocess.min_component_size='x' is not"),
 ])
 def test_a_hand_edited_saved_config_is_one_line(vae_smoke_run, good_scan, tmp_path, key, value,
                                                 message):
@@ -203,9 +204,6 @@ def test_a_hand_edited_saved_config_is_one_line(vae_smoke_run, good_scan, tmp_pa
     node = node[parent]
   node[last] = value
   path.write_text(json.dumps(saved))
-  start = time.time()
   result = _predict(workdir, good_scan, tmp_path / "out", check=False)
   assert result.returncode == 1 and message in result.stderr, result.stderr
-  assert len(result.stderr.strip().splitlines()) == 1 and time.time() - start < 60
-
-
+  assert len(result.stderr.strip().splitlines()) == 1
