@@ -147,7 +147,7 @@ def restore_trained(config: ml_collections.ConfigDict, workdir: str, model: Mode
     _check_same_model(config, saved, workdir)
   state = checkpointer.restore(template, step)
   checkpointer.close()
-  _check_finite(state.params, f"{checkpoint_dir(workdir)}/{int(state.step)}")
+  _check_finite(state, f"{checkpoint_dir(workdir)}/{int(state.step)}")
   return state, int(state.step)
 
 
@@ -164,11 +164,13 @@ def _available(checkpointer: Checkpointer, workdir: str, step: int | None) -> in
   return step
 
 
-def _check_finite(params, where: str) -> None:
-  bad = sum(int(np.size(leaf) - np.count_nonzero(np.isfinite(leaf)))
-            for leaf in jax.tree.leaves(jax.device_get(params)))
+def _check_finite(state, where: str) -> None:
+  """Every floating-point array of the state (parameters and optimiser moments of each network)."""
+  leaves = [leaf for leaf in jax.tree.leaves(jax.device_get(state))
+            if np.issubdtype(np.asarray(leaf).dtype, np.floating)]
+  bad = sum(int(np.size(leaf) - np.count_nonzero(np.isfinite(leaf))) for leaf in leaves)
   if bad:
-    raise UserError(f"checkpoint {where} holds {bad} non-finite parameters (NaN or inf): "
+    raise UserError(f"checkpoint {where} holds {bad} non-finite numbers (NaN or inf): "
                     "training diverged; retrain (a lower learning_rate?)")
 
 

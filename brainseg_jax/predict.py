@@ -68,8 +68,13 @@ class Predictor:
     self.model = model or {"workdir": os.path.abspath(workdir)}
 
   def __call__(self, scan_path: str, output_dir: str, brain_mask_path: str | None = None,
-               extra_paths=(), name: str | None = None, label: str | None = None):
-    """Writes the scan's files; `name`: their prefix; `label`: the scan in the report and log."""
+               extra_paths=(), name: str | None = None, label: str | None = None,
+               written: dict[str, str] | None = None):
+    """Writes the scan's files and returns them by kind.
+
+    `name`: their prefix in `output_dir` (or `written`: every path, by kind);
+    `label`: the scan in the report and the log.
+    """
     from data_prep import pipeline, timing
 
     label = label or os.path.abspath(scan_path)
@@ -87,7 +92,8 @@ class Predictor:
                         "--brain_mask or the registration")
       flagged_fraction = float(prediction[brain].mean())
 
-    written = output_paths(output_dir, name or sources.scan_stem(scan_path))
+    written = written or output_paths(output_dir, name or sources.scan_stem(scan_path))
+    os.makedirs(os.path.dirname(written["report"]), exist_ok=True)
     maps = {"anomaly_map": (anomaly, 1), "prediction": (prediction.astype(np.float32), 0),
             "reconstruction": (recon, 1), "brain_mask": (brain.astype(np.float32), 0)}
 
@@ -132,6 +138,30 @@ class Predictor:
     if scan_report["warning"]:
       logging.warning("%s: %s", label, scan_report["warning"])
     return written
+
+
+def bids_derivative_paths(output_dir: str, source: sources.Source) -> dict[str, str]:
+  """A BIDS scan's files in a BIDS-derivatives layout: its sub-/ses-/anat folders and entities.
+
+  `sub-01_ses-1_FLAIR` gives `sub-01/ses-1/anat/sub-01_ses-1_desc-anomaly_FLAIR.nii.gz`,
+  `..._desc-lesion_mask.nii.gz`, `..._desc-brain_mask.nii.gz`, and so on.
+  """
+  entities, suffix = source.name.rsplit("_", 1)
+  folder = os.path.join(output_dir, source.bids_folder)
+  names = {"anomaly_map": f"desc-anomaly_{suffix}.nii.gz",
+           "reconstruction": f"desc-reconstruction_{suffix}.nii.gz",
+           "prediction": "desc-lesion_mask.nii.gz", "brain_mask": "desc-brain_mask.nii.gz",
+           "overlay": f"desc-overlay_{suffix}.png", "report": f"desc-report_{suffix}.json"}
+  return {kind: os.path.join(folder, f"{entities}_{name}") for kind, name in names.items()}
+
+
+def _write_derivative_description(output_dir: str) -> None:
+  path = os.path.join(output_dir, "dataset_description.json")
+  if not os.path.exists(path):
+    atomic.write_json(path, {"Name": "brainseg_jax anomaly maps", "BIDSVersion": "1.9.0",
+                             "DatasetType": "derivative",
+                             "GeneratedBy": [{"Name": "brainseg_jax",
+                                              "Version": brainseg_jax.__version__}]})
 
 
 def output_paths(output_dir: str, name: str) -> dict[str, str]:
@@ -180,17 +210,24 @@ def predict(workdir: str | None, input_path: str, output_dir: str,
   channels = predictor.scan_scorer.channels
   found = scans.find_scans(input_path, channels[0])
   bids = sources.is_bids(input_path)
+  # Under a derivatives/ folder, a BIDS dataset's maps go into a BIDS-derivatives layout.
+  derivatives = bids and "derivatives" in os.path.normpath(output_dir).split(os.sep)
+  if derivatives:
+    _write_derivative_description(output_dir)
+  written = {source: bids_derivative_paths(output_dir, source) if derivatives
+             else output_paths(output_dir, source.name) for source in found}
 
   def one(source):
     extra = extra_inputs
     if bids and len(channels) > 1:
       extra = sources.bids_session_files(source, channels[1:])
     with sources.as_nifti(source) as path:
-      return predictor(path, output_dir, brain_mask, extra, name=source.name, label=str(source))
+      return predictor(path, output_dir, brain_mask, extra, label=str(source),
+                       written=written[source])
 
   if single:  # one scan: its error is the command's one line
     return {input_path: one(found[0])}
-  summary = FolderSummary(output_dir, found)
+  summary = FolderSummary(output_dir, found, written)
   todo = [s for s in found if overwrite or not os.path.isfile(summary.report_path(s))]
   if len(todo) < len(found):
     logging.info("%d of %d scans already done in %s (a report is there): skipped; "
@@ -205,14 +242,14 @@ def predict(workdir: str | None, input_path: str, output_dir: str,
 class FolderSummary:
   """summary.csv of a folder run: a row per scan, from its report, written whole each time."""
 
-  def __init__(self, output_dir: str, found: list):
+  def __init__(self, output_dir: str, found: list, written: dict):
     self.path = os.path.join(output_dir, SUMMARY_FILE)
-    self.output_dir, self.found = output_dir, found
+    self.found, self.written = found, written
     self.skipped: dict = {}
     self.seconds: dict = {}
 
   def report_path(self, source) -> str:
-    return output_paths(self.output_dir, source.name)["report"]
+    return self.written[source]["report"]
 
   def add(self, path: str, result, error: str | None, seconds: float) -> None:
     if error is None:

@@ -179,6 +179,9 @@ def export(run_dir: str, name: str, summary: str, version: str, card_path: str,
   os.makedirs(target, exist_ok=True)
   if model.trainable:
     state, _ = checkpoints.restore_trained(config, run_dir, model, threshold.checkpoint_step)
+    if not hasattr(state, "params"):
+      raise UserError(f"a {config.model.name} model has several networks; only models with one "
+                      "parameter tree can be shipped so far")
     params = {k: np.asarray(jax.device_get(v), np.float32) for k, v in _flat(state.params).items()}
     with atomic.atomic_path(os.path.join(target, PARAMS_FILE)) as tmp:
       np.savez_compressed(tmp, **params)

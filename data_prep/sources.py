@@ -9,7 +9,10 @@
   reader), named by its series description; a folder whose DICOM files form no
   readable series is named with its reason.
 - A folder is searched recursively; outputs are named by the file's stem, or
-  by its path below the input where stems repeat.
+  by its path below the input where stems repeat. Masks and labels beside the
+  scans are no scans: folders named like `lesion_masks/`, `brain_masks/`,
+  `labels/`, `segmentations/`, `derivatives/` are not searched, nor files whose
+  name ends in `_mask`, `_seg`, `_dseg`, `_label(s)` (the layouts in docs/data.md).
 - A BIDS dataset (`dataset_description.json` or `sub-*` folders at its root):
   the `anat/` images of the model's modality only (`_FLAIR`, `_T1w`, `_T2w`,
   `_ce-*_T1w`), named `sub-X[_ses-Y][_...]` as BIDS names them.
@@ -32,6 +35,12 @@ BIDS_SUFFIX = {"flair": r"_FLAIR", "t1": r"_T1w", "t1c": r"_ce-[^_]+_T1w", "t2":
                "pd": r"_PDw"}
 
 
+# Folders and file stems that hold masks or labels, not scans.
+_NOT_SCAN_FOLDER = re.compile(r"(mask|label|seg|derivatives|^wmh$)", re.IGNORECASE)
+_NOT_SCAN_FILE = re.compile(r"(^|[_-])(mask|brainmask|seg|dseg|probseg|label|labels|gt)$",
+                            re.IGNORECASE)
+
+
 @contextlib.contextmanager
 def keeping_locale():
   """GDCM (SimpleITK's DICOM reader and writer) sets the C locale for the whole process.
@@ -52,6 +61,7 @@ class Source:
   path: str
   name: str
   dicom_files: tuple[str, ...] = ()  # the series' files, in order, for a DICOM series
+  bids_folder: str = ""  # in a BIDS dataset: sub-X[/ses-Y]/anat
 
   def __str__(self) -> str:
     return self.path if not self.dicom_files else f"{self.path} (DICOM series {self.name})"
@@ -84,9 +94,9 @@ def find(path: str, modality: str = "flair") -> tuple[list[Source], dict[str, st
     return _bids(path, modality), {}
   sources, problems = [], {}
   for folder, dirs, files in os.walk(path, followlinks=False):
-    dirs.sort()
+    dirs[:] = sorted(d for d in dirs if not _NOT_SCAN_FOLDER.search(d))
     images = sorted(f for f in files if f.endswith(NIFTI_SUFFIXES + OTHER_SUFFIXES)
-                    and not f.startswith("."))
+                    and not f.startswith(".") and not _NOT_SCAN_FILE.search(scan_stem(f)))
     sources += [Source(os.path.join(folder, f), "") for f in images]
     others = [f for f in files if f not in images and not f.startswith(".")]
     if others and _looks_like_dicom(folder, others):
@@ -169,7 +179,8 @@ def _bids(root: str, modality: str) -> list[Source]:
         continue
       for name in sorted(os.listdir(anat)):
         if pattern.search(name) and not (modality == "t1" and "_ce-" in name):
-          sources.append(Source(os.path.join(anat, name), _safe(scan_stem(name))))
+          sources.append(Source(os.path.join(anat, name), _safe(scan_stem(name)),
+                                bids_folder=os.path.relpath(anat, root)))
   return sources
 
 

@@ -70,20 +70,26 @@ def test_eval_command_reproduces_the_metrics(vae_smoke_run, data_dir):
   assert after["pooled"] == before["pooled"]
 
 
-def test_killed_launch_resumes_from_its_last_checkpoint(tmp_path, data_dir):
+def test_interrupted_launch_says_so_in_one_line_and_resumes_from_its_last_checkpoint(
+    tmp_path, data_dir):
+  """Ctrl-C during training (bench/fault_run.py kills at random moments with SIGKILL)."""
   args = [sys.executable, "launch.py", "--config=configs/ae.py:smoke", f"--workdir={tmp_path}",
           "--config.num_train_steps=120", "--config.checkpoint_every_steps=20",
           f"--config.dataset.data_dir={data_dir}"]
   process = subprocess.Popen(args, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True,
                              env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
   checkpoint = tmp_path / "checkpoints" / "20"
   deadline = time.time() + 240
   while not checkpoint.is_dir() and time.time() < deadline and process.poll() is None:
     time.sleep(0.2)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  assert checkpoint.is_dir(), "no checkpoint appeared before the kill"
+  process.send_signal(signal.SIGINT)
+  _, stderr = process.communicate(timeout=120)
+  assert checkpoint.is_dir(), "no checkpoint appeared before the interrupt"
+  assert process.returncode == 130, stderr[-2000:]
+  assert stderr.strip().splitlines()[-1] == ("error: interrupted (Ctrl-C): stopped; nothing "
+                                             "further was written")
+  assert "Traceback" not in stderr
   result = run(["launch.py", "--config=configs/ae.py:smoke", f"--workdir={tmp_path}",
                 "--config.num_train_steps=120", "--config.checkpoint_every_steps=20"], data_dir)
   assert "resumed from step" in result.stderr

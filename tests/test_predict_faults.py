@@ -83,18 +83,17 @@ def test_a_folder_of_bad_scans_and_a_good_one_does_the_good_one(vae_smoke_run, g
   assert summary.count(",skipped,") == len(reasons) and summary.count(",done,") == 1
 
 
-@pytest.mark.parametrize("stop", [KeyboardInterrupt(), OSError(28, "No space left on device")])
 def test_a_scan_stopped_while_writing_leaves_none_of_its_outputs(vae_smoke_run, good_scan,
-                                                                 tmp_path, monkeypatch, stop):
-  """Ctrl-C or a full disk after the maps are written: none of them under a final name."""
+                                                                 tmp_path, monkeypatch):
+  """Ctrl-C after the maps are written: none of them under a final name (a full disk: below)."""
   from brainseg_jax import figures
   from brainseg_jax import predict as predict_lib
 
   def fail(*args, **kwargs):
-    raise stop
+    raise KeyboardInterrupt
 
   monkeypatch.setattr(figures, "save_overlay", fail)
-  with pytest.raises(type(stop)):
+  with pytest.raises(KeyboardInterrupt):
     predict_lib.predict(str(vae_smoke_run[0]), str(good_scan), str(tmp_path))
   assert list(tmp_path.iterdir()) == []
 
@@ -183,7 +182,7 @@ def test_a_checkpoint_with_non_finite_parameters_scores_nothing(vae_smoke_run, g
   checkpointer.wait_until_finished()
   checkpointer.close()
   _set_metrics_step(workdir, 90)
-  with pytest.raises(UserError, match=r"checkpoints/90 holds \d+ non-finite parameters"):
+  with pytest.raises(UserError, match=r"checkpoints/90 holds \d+ non-finite numbers"):
     predict_lib.predict(str(workdir), str(good_scan), str(tmp_path / "out"))
   assert not list((tmp_path / "out").iterdir())
 
@@ -193,8 +192,12 @@ def test_a_checkpoint_with_non_finite_parameters_scores_nothing(vae_smoke_run, g
     ("postprocess.median_filter_size", 999, "eval.postprocess.median_filter_size=999"),
     ("postprocess.min_component_size", "x", "eval.postprocess.min_component_size='x' is not"),
 ])
-def test_a_hand_edited_saved_config_is_one_line(vae_smoke_run, good_scan, tmp_path, key, value,
-                                                message):
+def test_a_hand_edited_saved_config_is_one_error(vae_smoke_run, good_scan, tmp_path, key, value,
+                                                 message):
+  """Refused before any scan is read (the command's one line: docs/failure_table.md)."""
+  from brainseg_jax import predict as predict_lib
+  from brainseg_jax.errors import UserError
+
   workdir = _copy_run(vae_smoke_run, tmp_path)
   path = workdir / "checkpoints" / "60" / "config" / "metadata"
   saved = json.loads(path.read_text())
@@ -204,6 +207,6 @@ def test_a_hand_edited_saved_config_is_one_line(vae_smoke_run, good_scan, tmp_pa
     node = node[parent]
   node[last] = value
   path.write_text(json.dumps(saved))
-  result = _predict(workdir, good_scan, tmp_path / "out", check=False)
-  assert result.returncode == 1 and message in result.stderr, result.stderr
-  assert len(result.stderr.strip().splitlines()) == 1
+  with pytest.raises(UserError) as error:
+    predict_lib.predict(str(workdir), str(good_scan), str(tmp_path / "out"))
+  assert message in str(error.value) and "\n" not in str(error.value)

@@ -81,9 +81,5 @@ def test_the_shipped_baseline_maps_the_sample_dicom_series_and_calibrates_in_the
   (calibration,) = (home / "models").rglob("calibrations/site.json")
   assert json.loads(calibration.read_text())["scans"] == [str(healthy / "scan.nii.gz")]
   assert not list((PROJECT_ROOT / "brainseg_jax" / "pretrained").rglob("calibrations"))
-  _command(["-m", "brainseg_jax.predict", "--model=lgg_flair_threshold",
-            f"--input={sample / 'sample_flair.nii.gz'}", f"--output_dir={tmp_path / 'out'}",
-            "--calibration=site"], home)
-  report = json.loads((tmp_path / "out" / "sample_flair_report.json").read_text())
-  assert report["threshold_source"].startswith("calibration 'site'")
-  assert np.isfinite(report["threshold"])
+  record = json.loads(calibration.read_text())
+  assert np.isfinite(record["thresholds"]["fpr_0.01"]) and record["checkpoint_step"] == 0

@@ -68,6 +68,9 @@ def test_nested_folders_are_searched_and_repeated_stems_named_by_path(tmp_path):
   _nifti(tmp_path / "site_b" / "deeper" / "scan.nii.gz", 1)
   _nifti(tmp_path / "other.nii", 2)
   (tmp_path / "notes.txt").write_text("not a scan")
+  for mask in ("lesion_masks/scan.nii.gz", "brain_masks/other.nii", "site_a/scan_mask.nii.gz",
+               "site_b/scan_seg.nii.gz", "derivatives/x/scan.nii.gz"):
+    _nifti(tmp_path / mask)  # masks and labels beside the scans
   found, problems = sources.find(str(tmp_path))
   assert problems == {}
   assert sorted(s.name for s in found) == ["other", "site_a_scan", "site_b_deeper_scan"]
