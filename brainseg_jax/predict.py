@@ -210,6 +210,13 @@ def predict(workdir: str | None, input_path: str, output_dir: str,
   channels = predictor.scan_scorer.channels
   found = scans.find_scans(input_path, channels[0])
   bids = sources.is_bids(input_path)
+  session_of, unpaired = {}, {}
+  if len(channels) > 1 and not bids and not single:  # a plain folder: sessions by file name
+    session_of, unpaired = sources.sessions(found, channels)
+    found = list(session_of) + list(unpaired)
+    if not found:
+      raise UserError(f"no {channels[0]} scans in {input_path} with a modality word in their "
+                      f"names (e.g. case_{channels[0]}.nii.gz, case_{channels[1]}.nii.gz)")
   # Under a derivatives/ folder, a BIDS dataset's maps go into a BIDS-derivatives layout.
   derivatives = bids and "derivatives" in os.path.normpath(output_dir).split(os.sep)
   if derivatives:
@@ -219,7 +226,11 @@ def predict(workdir: str | None, input_path: str, output_dir: str,
 
   def one(source):
     extra = extra_inputs
-    if bids and len(channels) > 1:
+    if source in unpaired:
+      raise UserError(unpaired[source])
+    if source in session_of:
+      extra = session_of[source]
+    elif bids and len(channels) > 1:
       extra = sources.bids_session_files(source, channels[1:])
     with sources.as_nifti(source) as path:
       return predictor(path, output_dir, brain_mask, extra, label=str(source),

@@ -16,6 +16,10 @@
 - A BIDS dataset (`dataset_description.json` or `sub-*` folders at its root):
   the `anat/` images of the model's modality only (`_FLAIR`, `_T1w`, `_T2w`,
   `_ce-*_T1w`), named `sub-X[_ses-Y][_...]` as BIDS names them.
+- For a model of several modalities, a plain folder's scans are grouped into
+  sessions by name (`sessions`): files in one folder whose names differ only in
+  a modality word (`flair`/`fla`/`t2f`, `t1`/`t1w`/`t1n`, `t1c`/`t1ce`/`t1gd`,
+  `t2`/`t2w`, `pd`) are one session.
 """
 
 import contextlib
@@ -182,6 +186,45 @@ def _bids(root: str, modality: str) -> list[Source]:
           sources.append(Source(os.path.join(anat, name), _safe(scan_stem(name)),
                                 bids_folder=os.path.relpath(anat, root)))
   return sources
+
+
+# Modality words in file names, as the public datasets spell them.
+MODALITY_WORDS = {"flair": ("flair", "fla", "t2f"), "t1": ("t1", "t1w", "t1n"),
+                  "t1c": ("t1c", "t1ce", "t1gd", "t1post"), "t2": ("t2", "t2w"),
+                  "pd": ("pd", "pdw")}
+
+
+def modality_of(source: Source) -> tuple[str, str] | None:
+  """(modality, session key) from a file name's modality word, e.g. `case_t1c_bet` -> t1c."""
+  words = re.split(r"[_.\-]", scan_stem(source.path))
+  for i, word in enumerate(words):
+    for modality, spellings in MODALITY_WORDS.items():
+      if word.lower() in spellings:
+        key = "_".join(words[:i] + ["*"] + words[i + 1:])
+        return modality, os.path.join(os.path.dirname(source.path), key)
+  return None
+
+
+def sessions(found: list[Source], modalities: tuple[str, ...]):
+  """({scan of the first modality: the session's other scans, in order}, {scan: problem})."""
+  by_key: dict[str, dict[str, Source]] = {}
+  for source in found:
+    named = modality_of(source)
+    if named:
+      by_key.setdefault(named[1], {})[named[0]] = source
+  grouped, problems = {}, {}
+  for session in by_key.values():
+    first = session.get(modalities[0])
+    if first is None:
+      continue
+    missing = [m for m in modalities[1:] if m not in session]
+    if missing:
+      problems[first] = (f"{first.path}: no {', '.join(missing)} scan of this session beside it "
+                         f"(names that differ only in the modality word, e.g. "
+                         f"{MODALITY_WORDS[missing[0]][0]})")
+    else:
+      grouped[first] = tuple(session[m].path for m in modalities[1:])
+  return grouped, problems
 
 
 def bids_session_files(source: Source, modalities: tuple[str, ...]) -> list[str]:

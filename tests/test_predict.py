@@ -193,3 +193,19 @@ def test_several_modalities_are_the_channels_of_one_map(tmp_path, sample_data_di
   assert not np.allclose(volume.image[..., 0], volume.image[..., 1])  # T1 is not FLAIR
   brain = volume.brain_mask[..., 0]
   np.testing.assert_allclose(anomaly[brain], np.abs(volume.image).mean(-1)[brain], atol=1e-6)
+
+
+def test_a_folder_of_sessions_gives_a_multi_modal_model_its_channels_by_name(tmp_path,
+                                                                           sample_data_dir):
+  workdir = _three_channel_baseline(tmp_path / "run")
+  folder = tmp_path / "scans"
+  folder.mkdir()
+  for path in _session(sample_data_dir):
+    (folder / path.name).write_bytes(path.read_bytes())
+  (folder / "other_flair.nii.gz").write_bytes(_session(sample_data_dir)[0].read_bytes())
+  result = _predict(workdir, folder, tmp_path / "out")
+  assert "1 of 2 scans done, 1 skipped" in result.stderr
+  assert "other_flair.nii.gz: no t1, t1c scan of this session" in result.stderr
+  report = json.loads((tmp_path / "out" / "TCGA-DU-7294_fla_bet_normalized_report.json")
+                      .read_text())
+  assert report["brain_fraction_flagged"] > 0

@@ -133,3 +133,16 @@ def test_reading_and_writing_dicom_leaves_the_locale_alone(tmp_path):
   with sources.as_nifti(found):
     pass
   assert locale.getpreferredencoding(False) == before
+
+
+def test_a_folder_is_grouped_into_sessions_by_the_modality_word_in_names(tmp_path):
+  for name in ("TCGA-1_fla_bet.nii.gz", "TCGA-1_t1_bet.nii.gz", "TCGA-1_t1c_bet.nii.gz",
+               "case2_FLAIR.nii.gz", "case2_T1w.nii.gz", "notes_scan.nii.gz"):
+    _nifti(tmp_path / name)
+  found, _ = sources.find(str(tmp_path))
+  grouped, problems = sources.sessions(found, ("flair", "t1", "t1c"))
+  assert {os.path.basename(s.path): [os.path.basename(p) for p in extra]
+          for s, extra in grouped.items()} == {
+              "TCGA-1_fla_bet.nii.gz": ["TCGA-1_t1_bet.nii.gz", "TCGA-1_t1c_bet.nii.gz"]}
+  (unpaired, problem), = problems.items()
+  assert os.path.basename(unpaired.path) == "case2_FLAIR.nii.gz" and "no t1c scan" in problem
