@@ -101,7 +101,9 @@ def test_sigterm_during_a_scan_is_one_line_and_leaves_none_of_its_files(good_sca
   assert list(out.iterdir()) == []
 
 
-def test_a_bids_dataset_maps_into_a_bids_derivatives_layout(good_scan, tmp_path):
+def test_a_bids_dataset_maps_into_a_bids_derivatives_layout(good_scan, tmp_path, monkeypatch):
+  from brainseg_jax import predict as predict_lib
+
   root = tmp_path / "bids"
   (root / "dataset_description.json").parent.mkdir()
   (root / "dataset_description.json").write_text('{"Name": "t", "BIDSVersion": "1.9.0"}')
@@ -110,10 +112,9 @@ def test_a_bids_dataset_maps_into_a_bids_derivatives_layout(good_scan, tmp_path)
     (root / relative).parent.mkdir(parents=True, exist_ok=True)
     (root / relative).write_bytes(good_scan.read_bytes())
   out = root / "derivatives" / "brainseg"
-  process = _start_predict(["--model=lgg_flair_threshold", f"--input={root}",
-                            f"--output_dir={out}"], tmp_path / "home")
-  _, stderr = process.communicate(timeout=900)
-  assert process.returncode == 0 and "2 of 2 scans done" in stderr, stderr[-2000:]
+  monkeypatch.setenv("BRAINSEG_HOME", str(tmp_path / "home"))
+  results = predict_lib.predict(None, str(root), str(out), model="lgg_flair_threshold")
+  assert len(results) == 2
   description = json.loads((out / "dataset_description.json").read_text())
   assert description["DatasetType"] == "derivative"
   for folder, entities in (("sub-01/anat", "sub-01"), ("sub-02/ses-1/anat", "sub-02_ses-1")):
