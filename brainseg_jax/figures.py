@@ -4,6 +4,8 @@ Each figure is written whole or not at all (`data_prep.atomic`): a run killed
 while saving never leaves a truncated PNG.
 """
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -105,9 +107,10 @@ def save_overlay(path: str, scan, anomaly_map, prediction, threshold: float, cap
   for ax in axes:
     ax.set_xticks([])
     ax.set_yticks([])
-  if caption:
-    fig.text(0.5, 0.01, caption, ha="center", va="bottom", fontsize=8)
-  _save(fig, path, dpi=100, bottom=0.12 if caption else 0.0)
+  lines = [wrapped for line in caption.splitlines() for wrapped in textwrap.wrap(line, 130)]
+  if lines:
+    fig.text(0.5, 0.01, "\n".join(lines), ha="center", va="bottom", fontsize=8)
+  _save(fig, path, dpi=100, bottom=0.04 + 0.035 * len(lines) if lines else 0.0, top=0.93)
 
 
 def save_dice_boxplot(path: str, dice_by_model: dict[str, list[float]], title: str):

@@ -94,7 +94,9 @@ def _finite_or_none(record: dict) -> dict:
 
 def caption(report: dict) -> str:
   """One or two lines under the overlay figure."""
-  text = (f"threshold {report['threshold']:.3g} ({report['threshold_source']}); "
+  source = report["threshold_source"].split(":")[0]  # "model evaluation", "calibration 'x'"
+  text = (f"threshold {report['threshold']:.3g} ({source}, flags "
+          f"{report['healthy_fpr_promised']:.0%} of a healthy brain); "
           f"{report['brain_fraction_flagged']:.2%} of the brain flagged, "
           f"{len(report['lesions'])} components, {report['total_lesion_volume_ml']:.1f} mL")
   qc = report["registration_qc"]
