@@ -31,6 +31,7 @@ healthy scans (`python -m brainseg_jax.calibrate`) instead of the model's.
 import concurrent.futures
 import csv
 import io
+import json
 import os
 import shlex
 import sys
@@ -283,8 +284,6 @@ class FolderSummary:
     atomic.write_text(self.path, buffer.getvalue())
 
   def _done_row(self, path: str) -> list:
-    import json
-
     with open(self.report_path(path)) as f:
       scan_report = json.load(f)
     qc = scan_report["registration_qc"]

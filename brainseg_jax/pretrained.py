@@ -22,6 +22,7 @@ import os
 import shutil
 
 import numpy as np
+from flax import traverse_util
 
 from brainseg_jax import config as config_lib
 from brainseg_jax import workdir as workdir_lib
@@ -135,33 +136,19 @@ def _materialise(name: str, info: dict, target: str) -> None:
   atomic.write_json(os.path.join(target, SHIPPED_MARKER), info)
 
 
-def _flat(tree, prefix: str = "") -> dict:
-  if isinstance(tree, dict) or hasattr(tree, "items"):
-    flat = {}
-    for key, value in tree.items():
-      flat.update(_flat(value, f"{prefix}{key}/"))
-    return flat
-  return {prefix.rstrip("/"): tree}
-
-
 def _load_params(path: str, template):
   """The shipped parameters, in the structure (and checked against the shapes) of `template`."""
   import jax
 
   with np.load(path) as arrays:
     shipped = dict(arrays)
-  expected = _flat(template)
+  expected = traverse_util.flatten_dict(template, sep="/")
   if set(shipped) != set(expected) or any(
       shipped[k].shape != tuple(np.shape(v)) for k, v in expected.items()):
     raise UserError(f"{path} does not fit its model's config: the package's model files "
                     "were changed; reinstall the package")
-
-  def fill(tree, prefix=""):
-    if isinstance(tree, dict) or hasattr(tree, "items"):
-      return {key: fill(value, f"{prefix}{key}/") for key, value in tree.items()}
-    return jax.numpy.asarray(shipped[prefix.rstrip("/")])
-
-  return fill(template)
+  return traverse_util.unflatten_dict({k: jax.numpy.asarray(v) for k, v in shipped.items()},
+                                      sep="/")
 
 
 def export(run_dir: str, name: str, summary: str, version: str, card_path: str,
@@ -182,7 +169,8 @@ def export(run_dir: str, name: str, summary: str, version: str, card_path: str,
     if not hasattr(state, "params"):
       raise UserError(f"a {config.model.name} model has several networks; only models with one "
                       "parameter tree can be shipped so far")
-    params = {k: np.asarray(jax.device_get(v), np.float32) for k, v in _flat(state.params).items()}
+    params = {k: np.asarray(jax.device_get(v), np.float32)
+              for k, v in traverse_util.flatten_dict(state.params, sep="/").items()}
     with atomic.atomic_path(os.path.join(target, PARAMS_FILE)) as tmp:
       np.savez_compressed(tmp, **params)
   shipped_config = config.to_dict()
