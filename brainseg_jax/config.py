@@ -20,6 +20,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
+from brainseg_jax import augment
 from brainseg_jax.errors import UserError, one_of, plain, positive_int, require
 
 # The residual the anomaly map is made of ("auto": by modality, see `residual`).
@@ -71,6 +72,8 @@ def defaults(family: str = "ae") -> ml_collections.ConfigDict:
   config.log_every_steps = 50
   config.checkpoint_every_steps = 250
   config.keep_checkpoints = 3
+  # Random intensity transforms of the training slices (reconstruction models; off by default).
+  config.augment = augment.config()
 
   config.eval = ml_collections.ConfigDict()
   # Thresholds: each flags this fraction of the voxels of the healthy validation
@@ -95,6 +98,9 @@ def defaults(family: str = "ae") -> ml_collections.ConfigDict:
   # e.g. train on healthy IXI, test on BraTS; empty: the training dataset's test split.
   config.eval.test_dataset = ""
   config.eval.test_manual_dir = ""
+  # Splits of the test dataset scored as test volumes: ("train", "validation", "test") scores
+  # every subject of a dataset the model never trained on (only with eval.test_dataset).
+  config.eval.test_splits = ("test",)
   config.eval.num_figure_volumes = 4
   return config
 
@@ -383,6 +389,10 @@ def _check_training(config, num_devices: int | None):
   one_of(config.optimizer, tuple(OPTIMIZERS), "optimizer")
   require(config.weight_decay >= 0, "weight_decay", config.weight_decay, "a number >= 0")
   require(config.grad_clip_norm > 0, "grad_clip_norm", config.grad_clip_norm, "a number > 0")
+  augment.check(config.augment)
+  if config.augment.intensity and config.model.name in ("fanogan", "threshold"):
+    raise UserError(f"augment.intensity: model {config.model.name!r} has no reconstruction "
+                    "training step to augment (ae, vae, dae and unet_dae have)")
 
 
 MAX_MEDIAN_FILTER_SIZE = 15
@@ -406,3 +416,10 @@ def _check_eval(config):
   require(0 <= post.low_intensity_percentile < 100, "eval.postprocess.low_intensity_percentile",
           post.low_intensity_percentile, "a percentile in [0, 100)")
   positive_int(eval_config, "num_figure_volumes", "eval.", minimum=0)
+  splits = tuple(eval_config.test_splits)
+  require(splits and len(set(splits)) == len(splits)
+          and all(s in ("train", "validation", "test") for s in splits), "eval.test_splits",
+          splits, "distinct names of train, validation and test")
+  if splits != ("test",) and not eval_config.test_dataset:
+    raise UserError(f"eval.test_splits {splits} scores splits the model trained or set its "
+                    "thresholds on: only with eval.test_dataset (another dataset)")

@@ -20,8 +20,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from brainseg_jax import adaptive, metrics, postprocess, scoring, standardization
 from brainseg_jax import config as config_lib
-from brainseg_jax import metrics, postprocess, scoring, standardization
 from brainseg_jax import outputs as outputs_lib
 from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.datasets import input_pipeline, schema
@@ -101,34 +101,37 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # 1. Thresholds from validation volumes only: healthy brain voxels (and labelled lesions).
   standard = standardization.for_run(config, workdir, builder)
-  thresholds, histogram_upper, validation_dice = validation_thresholds(
+  thresholds, adaptive_ks, histogram_upper, validation_dice = validation_thresholds(
       scorer, state, input_pipeline.load_volumes(builder, "validation", standard), config)
   headline = next(iter(thresholds))
+  threshold_names = [*thresholds, *adaptive_ks]
 
   # 2. Test volumes one at a time; only counts and small summaries accumulate.
   test_builder = test_split_builder(config, builder)
   outputs = (outputs_lib.EvalOutputs(workdir, test_builder, config.eval)
              if jax.process_index() == 0 else None)
-  groups = {"all": _Group(histogram_upper, thresholds)}
+  groups = {"all": _Group(histogram_upper, threshold_names)}
   per_volume, slice_scores, slice_labels = {}, [], []
-  for volume in input_pipeline.load_volumes(test_builder, "test", standard):
+  for volume in test_volumes(test_builder, config.eval.test_splits, standard):
     recon, anomaly = scoring.anomaly_maps(scorer, state, volume, post)
     brain, truth = volume.brain_mask[..., 0], volume.anomaly_mask[..., 0]
+    scan_thresholds = {**thresholds, **{
+        name: adaptive.scan_threshold(anomaly[brain], k) for name, k in adaptive_ks.items()}}
     predictions = {name: postprocess.clean_prediction(anomaly > value, post.min_component_size)
-                   for name, value in thresholds.items()}
+                   for name, value in scan_thresholds.items()}
     counts = {name: metrics.confusion_counts(p[brain], truth[brain])
               for name, p in predictions.items()}
     lesions = {name: metrics.lesion_detection(p, truth) for name, p in predictions.items()}
     volume_metrics = {"anomaly_type": volume.anomaly_type,
                       **metrics.metrics_from_counts(counts[headline]), **lesions[headline],
                       **metrics.ranking_metrics(anomaly[brain], truth[brain])}
-    if LABELLED in thresholds:
-      volume_metrics[f"dice_{LABELLED}"] = metrics.metrics_from_counts(
-          counts[LABELLED])["dice"]
+    for name in (LABELLED, *adaptive_ks):
+      if name in counts:
+        volume_metrics[f"dice_{name}"] = metrics.metrics_from_counts(counts[name])["dice"]
     per_volume[volume.subject_id] = volume_metrics
     for name in ("all", volume.anomaly_type):
       if name not in groups:
-        groups[name] = _Group(histogram_upper, thresholds)
+        groups[name] = _Group(histogram_upper, threshold_names)
       groups[name].add(anomaly[brain], truth[brain], counts, lesions, volume_metrics)
     slice_scores.append(_slice_scores(model, state, volume, anomaly))
     slice_labels.append(truth.any(axis=(1, 2)))
@@ -143,11 +146,18 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                  + schema.variant_name(config_lib.modalities(config.dataset),
                                        config.dataset.resolution),
       "test_dataset": config.eval.test_dataset or config.dataset.name,
+      "test_splits": list(config.eval.test_splits),
       "model": config.model.name,
       "checkpoint_step": step,
       "protocol": {
           "threshold": thresholds[headline],
           "thresholds": thresholds,
+          "adaptive_thresholds": adaptive_ks,
+          "adaptive_threshold_meaning": "per scan: median + k x (standard deviation of the scores "
+                                        "at or below their 90th percentile) "
+                                        "of the scan's own anomaly map inside its brain; k "
+                                        "(given here) flags the healthy FPR of the validation "
+                                        "brains, each z-scored against itself; no test label",
           "threshold_source": "validation split: healthy brain voxels for "
                               + ", ".join(n for n in thresholds if n != LABELLED)
                               + (f"; its lesion labels for {LABELLED} (the threshold of best "
@@ -190,17 +200,19 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def validation_thresholds(scorer, state, volumes, config):
-  """({name: threshold}, histogram upper bound, validation Dice) from the validation volumes.
+  """({name: threshold}, {name: adaptive k}, histogram upper bound, validation Dice).
 
   `workdir.threshold_name(f)`: flags a fraction f of the healthy brain voxels; healthy means the
   brain minus any labelled lesion, and under `train_slices=lesion_free` only
   the slices that protocol would train on. `workdir.LABELLED`, when the
   validation volumes carry lesion labels: the threshold of best pooled Dice
   over their brains (lesions included), whose Dice (None without labels) is
-  how settings such as `eval.residual` are chosen without the test split.
+  how settings such as `eval.residual` are chosen without the test split. The
+  adaptive ks (brainseg_jax/adaptive.py) flag the same healthy fractions, each
+  validation scan z-scored against its own whole brain.
   """
   post = config.eval.postprocess
-  healthy, labelled_scores, labelled_truth = [], [], []
+  healthy, healthy_z, labelled_scores, labelled_truth = [], [], [], []
   for volume in volumes:
     brain, lesion = volume.brain_mask[..., 0], volume.anomaly_mask[..., 0]
     # Builders may leave lesions out of a validation brain (so that the healthy threshold never
@@ -211,6 +223,7 @@ def validation_thresholds(scorer, state, volumes, config):
                                          config.dataset.lesion_margin_slices)
               if config.dataset.train_slices == "lesion_free" else slice(None))
     healthy.append(anomaly[slices][brain[slices] & ~lesion[slices]])
+    healthy_z.append(adaptive.z_scores(healthy[-1], anomaly[brain | lesion]))
     labelled_scores.append(anomaly[brain | lesion])
     labelled_truth.append(lesion[brain | lesion])
   healthy = np.concatenate(healthy)
@@ -218,12 +231,37 @@ def validation_thresholds(scorer, state, volumes, config):
     raise UserError("the validation split has no healthy brain voxels to set a threshold on")
   thresholds = {workdir_lib.threshold_name(fpr): metrics.threshold_at_fpr(healthy, fpr)
                 for fpr in config.eval.healthy_fprs}
+  healthy_z = np.concatenate(healthy_z)
+  adaptive_ks = {adaptive.name(fpr): metrics.threshold_at_fpr(healthy_z, fpr)
+                 for fpr in config.eval.healthy_fprs}
   truth = np.concatenate(labelled_truth)
   validation_dice = None
   if truth.any():
     validation_dice, thresholds[LABELLED] = metrics.best_dice(np.concatenate(labelled_scores),
                                                               truth)
-  return thresholds, 4.0 * max(float(healthy.max()), 1e-6), validation_dice
+  return thresholds, adaptive_ks, 4.0 * max(float(healthy.max()), 1e-6), validation_dice
+
+
+def test_volumes(builder, splits, standard):
+  """The test volumes: every subject of `splits` of the test dataset, one split at a time.
+
+  A split the build left empty is skipped (logged). Outside the test split
+  builders may have cut the lesions out of the brain mask (so a training loss
+  or healthy threshold never sees them); scored as test volumes, the lesions
+  are brain again.
+  """
+  present = [split for split in splits if split in builder.info.splits]
+  if not present:
+    input_pipeline.split_source(builder, splits[0])  # the one-line error naming the splits
+  for split in splits:
+    if split not in present:
+      logging.info("test dataset %s has no %r split (no subject in it): scoring %s", builder.name,
+                   split, ", ".join(present))
+      continue
+    for volume in input_pipeline.load_volumes(builder, split, standard):
+      if split != "test":
+        volume = dataclasses.replace(volume, brain_mask=volume.brain_mask | volume.anomaly_mask)
+      yield volume
 
 
 def test_split_builder(config, train_builder):

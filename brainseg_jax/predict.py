@@ -25,7 +25,9 @@ whose report is already there (`--overwrite` does them again).
 The model is a workdir of one's own (`--workdir`; its checkpoint holds the
 config) or one shipped with the package (`--model`, `--list_models`).
 `--calibration=NAME` takes the thresholds of a calibration on a new site's own
-healthy scans (`python -m brainseg_jax.calibrate`) instead of the model's.
+healthy scans (`python -m brainseg_jax.calibrate`) instead of the model's;
+`--threshold=adaptive` sets each scan's own from its anomaly map (no healthy
+scans of the site needed; brainseg_jax/adaptive.py).
 """
 
 import concurrent.futures
@@ -58,9 +60,14 @@ class Predictor:
   """A trained model with its threshold, ready to score one scan after another."""
 
   def __init__(self, workdir: str, registration: str = "affine", n4: bool = True,
-               calibration: str | None = None, model: dict | None = None):
+               calibration: str | None = None, model: dict | None = None,
+               threshold: str = "healthy"):
     # The threshold first: a missing one fails before the model is restored.
+    if calibration and threshold != "healthy":
+      raise UserError(f"--calibration and --threshold={threshold}: a calibration is its own "
+                      "threshold; give one or the other")
     self.threshold = (workdir_lib.calibration_threshold(workdir, calibration) if calibration
+                      else workdir_lib.adaptive_threshold(workdir) if threshold == "adaptive"
                       else workdir_lib.model_threshold(workdir))
     # The checkpoint the threshold was set on, not the latest: a run still training (or
     # trained on after its evaluation) has newer ones that the threshold does not fit.
@@ -85,12 +92,13 @@ class Predictor:
     with watch.stage("score"):
       volume, recon, anomaly = self.scan_scorer.score(prepared)
       post = self.scan_scorer.config.eval.postprocess
-      prediction = postprocess.clean_prediction(anomaly > self.threshold.value,
-                                                post.min_component_size)
       brain = volume.brain_mask[..., 0]
       if not brain.any():
         raise UserError(f"{label}: the brain mask is empty on the model's grid; check "
                         "--brain_mask or the registration")
+      threshold = self.threshold.for_scan(anomaly[brain])
+      prediction = postprocess.clean_prediction(anomaly > threshold.value,
+                                                post.min_component_size)
       flagged_fraction = float(prediction[brain].mean())
 
     written = written or output_paths(output_dir, name or sources.scan_stem(scan_path))
@@ -118,7 +126,7 @@ class Predictor:
         with concurrent.futures.ThreadPoolExecutor(len(maps)) as pool:
           images = dict(zip(maps, pool.map(on_scan_grid, maps), strict=True))
       with watch.stage("report, overlay PNG"):
-        scan_report = report.scan_report(label, self.threshold,
+        scan_report = report.scan_report(label, threshold,
                                          flagged_fraction, images["prediction"], prepared.qc,
                                          self.scan_scorer.config.dataset.standardize,
                                          modality=self.scan_scorer.channels[0],
@@ -126,7 +134,7 @@ class Predictor:
         scan_report.update(model=self.model, package_version=brainseg_jax.__version__,
                            command=shlex.join(sys.argv))
         figures.save_overlay(files.path(written["overlay"]), prepared.scan,
-                             images["anomaly_map"], images["prediction"], self.threshold.value,
+                             images["anomaly_map"], images["prediction"], threshold.value,
                              report.caption(scan_report))
       # Where this scan's seconds went: preprocessing by stage, then predict's own stages.
       scan_report["seconds"] = {
@@ -134,7 +142,7 @@ class Predictor:
           **{k: round(v, 3) for k, v in watch.seconds.items()}}
       atomic.write_json(files.path(written["report"]), scan_report)
     logging.info("%s: %.2f%% of the brain flagged (threshold %.4f, %s) -> %s in %.1f s",
-                 label, 100 * flagged_fraction, self.threshold.value, self.threshold.source,
+                 label, 100 * flagged_fraction, threshold.value, threshold.source,
                  output_dir, watch.total())
     if scan_report["warning"]:
       logging.warning("%s: %s", label, scan_report["warning"])
@@ -176,7 +184,7 @@ def output_paths(output_dir: str, name: str) -> dict[str, str]:
 def predict(workdir: str | None, input_path: str, output_dir: str,
             brain_mask: str | None = None, registration: str = "affine", n4: bool = True,
             calibration: str | None = None, extra_inputs=(), model: str | None = None,
-            overwrite: bool = False) -> dict:
+            overwrite: bool = False, threshold: str = "healthy") -> dict:
   """Maps for a scan, or for every scan under a folder: one that fails is logged and skipped.
 
   The model: the run in `workdir`, or the shipped model named `model`. The
@@ -184,7 +192,9 @@ def predict(workdir: str | None, input_path: str, output_dir: str,
   (data_prep/sources.py). `extra_inputs`: the session's further modalities,
   for a model of several channels and a single --input scan (a BIDS dataset
   finds them itself). Over a folder, scans whose report is already in
-  `output_dir` are skipped unless `overwrite`. Returns the written files by scan.
+  `output_dir` are skipped unless `overwrite`. `threshold`: "healthy" (the
+  model's fixed one) or "adaptive" (each scan's own, brainseg_jax/adaptive.py).
+  Returns the written files by scan.
   """
   if bool(workdir) == bool(model):
     raise UserError("pass --workdir (a run of your own) or --model (a shipped one: "
@@ -207,7 +217,7 @@ def predict(workdir: str | None, input_path: str, output_dir: str,
     model_info = {key: value for key, value in pretrained.card(model).items()
                   if key in ("name", "version")}
     workdir = pretrained.workdir(model)
-  predictor = Predictor(workdir, registration, n4, calibration, model_info)
+  predictor = Predictor(workdir, registration, n4, calibration, model_info, threshold)
   channels = predictor.scan_scorer.channels
   found = scans.find_scans(input_path, channels[0])
   bids = sources.is_bids(input_path)
@@ -320,6 +330,10 @@ def main():
   flags.DEFINE_bool("n4", True, "N4 bias-field correction (off for already corrected scans).")
   flags.DEFINE_string("calibration", None, "Use the thresholds of this site's calibration "
                       "(python -m brainseg_jax.calibrate) instead of the model's own.")
+  flags.DEFINE_enum("threshold", "healthy", ["healthy", "adaptive"], "healthy: the model's "
+                    "threshold, set on healthy validation brains; adaptive: each scan's own, "
+                    "from its map's median and spread inside the brain (for another site, "
+                    "without its healthy scans to calibrate on).")
   cli.define_device_flags()
 
   def command():
@@ -329,7 +343,7 @@ def main():
     cli.require_flags("input", "output_dir")
     predict(FLAGS.workdir, FLAGS.input, FLAGS.output_dir, FLAGS.brain_mask, FLAGS.registration,
             FLAGS.n4, FLAGS.calibration, tuple(FLAGS.extra_inputs), FLAGS.model,
-            FLAGS.overwrite)
+            FLAGS.overwrite, FLAGS.threshold)
 
   cli.run(command)
 

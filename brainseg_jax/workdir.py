@@ -30,6 +30,7 @@ import tempfile
 
 import jax
 
+from brainseg_jax import adaptive as adaptive_lib
 from brainseg_jax.errors import UserError
 from data_prep import atomic
 
@@ -192,6 +193,16 @@ class Threshold:
   healthy_fpr: float  # the fraction of healthy brain voxels it flags, by construction
   source: str  # in words, for reports
   checkpoint_step: int  # the model it was set on: only that checkpoint may score against it
+  # Per-scan adaptive thresholds (brainseg_jax/adaptive.py): `value` is then k, and each
+  # scan's threshold is `for_scan` of its own anomaly map inside its brain.
+  adaptive: bool = False
+
+  def for_scan(self, brain_scores) -> "Threshold":
+    """The threshold that applies to one scan (itself, unless adaptive)."""
+    if not self.adaptive:
+      return self
+    return dataclasses.replace(self, value=adaptive_lib.scan_threshold(brain_scores, self.value),
+                               adaptive=False)
 
 
 def model_threshold(workdir: str) -> Threshold:
@@ -204,6 +215,22 @@ def model_threshold(workdir: str) -> Threshold:
   source = _field(protocol, "threshold_source", str, path, "protocol.")
   step = _step(metrics, path)
   return Threshold(value, fpr, f"model evaluation: {source}, healthy FPR {fpr:g}", step)
+
+
+def adaptive_threshold(workdir: str) -> Threshold:
+  """The per-scan adaptive threshold evaluation set on healthy validation data (metrics.json)."""
+  path = metrics_path(workdir)
+  metrics = read_metrics(workdir)
+  protocol = _field(metrics, "protocol", dict, path)
+  fpr = _fraction(protocol, "healthy_fpr", path, "protocol.")
+  if "adaptive_thresholds" not in protocol:
+    raise UserError(f"{path} has no adaptive threshold (evaluated before they existed): "
+                    f"evaluate again (python -m brainseg_jax.eval --workdir={workdir} ...)")
+  ks = _field(protocol, "adaptive_thresholds", dict, path, "protocol.")
+  k = _number(ks, adaptive_lib.name(fpr), path, "protocol.adaptive_thresholds.")
+  return Threshold(k, fpr, f"per scan, adaptive: its own map's median + {k:.3g} x spread "
+                   f"inside the brain (k from the healthy validation brains, healthy FPR {fpr:g})",
+                   _step(metrics, path), adaptive=True)
 
 
 def _step(record, path: str) -> int:

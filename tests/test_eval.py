@@ -78,3 +78,30 @@ def test_lesion_free_protocol_takes_the_healthy_threshold_from_lesion_free_slice
   # middle of the head: the healthy quantile moves.
   assert lesion_free["protocol"]["thresholds"]["fpr_0.1"] != every["protocol"]["thresholds"][
       "fpr_0.1"]
+
+
+def test_adaptive_thresholds_are_set_on_validation_alone(lgg_config, tmp_path, monkeypatch):
+  first = evaluation.evaluate(lgg_config, str(tmp_path / "a"))
+  ks = first["protocol"]["adaptive_thresholds"]
+  assert set(ks) == {"adaptive_fpr_0.01", "adaptive_fpr_0.05", "adaptive_fpr_0.1"}
+  assert ks["adaptive_fpr_0.01"] > ks["adaptive_fpr_0.1"]
+  pooled = first["pooled"]["all"]
+  assert 0 <= pooled["adaptive_fpr_0.01"]["dice"] <= 1
+  assert "dice_adaptive_fpr_0.01" in next(iter(first["per_volume"].values()))
+  _with_labels_changed(monkeypatch, "test")
+  second = evaluation.evaluate(lgg_config, str(tmp_path / "b"))
+  assert second["protocol"]["adaptive_thresholds"] == ks
+
+
+def test_another_dataset_is_scored_whole_with_every_split(lgg_config, tmp_path):
+  lgg_config.eval.test_dataset = "lgg"
+  lgg_config.eval.test_manual_dir = lgg_config.dataset.manual_dir
+  lgg_config.eval.test_splits = ("train", "validation", "test")
+  result = evaluation.evaluate(lgg_config, str(tmp_path / "a"))
+  patients = {name.split("_2000")[0]: m for name, m in result["per_volume"].items()}
+  assert sorted(patients) == sorted([lgg_fixture.TRAIN, lgg_fixture.TEST,
+                                     lgg_fixture.VALIDATION])
+  assert result["test_splits"] == ["train", "validation", "test"]
+  # The validation patient's tumour is cut out of its stored brain mask; scored as a test
+  # volume it is brain again, and found (the fixture's tumour is the brightest tissue).
+  assert patients[lgg_fixture.VALIDATION]["sensitivity"] > 0.5

@@ -8,8 +8,10 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
+from brainseg_jax import adaptive
 from brainseg_jax import workdir as workdir_lib
 from brainseg_jax.errors import UserError
 from tests.helpers import PROJECT_ROOT, run
@@ -100,6 +102,24 @@ def _metrics_with(tmp_path, **protocol):
 def test_the_model_threshold_is_read_from_the_metrics(tmp_path):
   threshold = workdir_lib.model_threshold(_metrics_with(tmp_path))
   assert (threshold.value, threshold.healthy_fpr, threshold.checkpoint_step) == (0.3, 0.01, 60)
+
+
+def test_the_adaptive_threshold_is_each_scans_own(tmp_path):
+  threshold = workdir_lib.adaptive_threshold(
+      _metrics_with(tmp_path, adaptive_thresholds={"adaptive_fpr_0.01": 4.0}))
+  assert threshold.adaptive and threshold.value == 4.0
+  scores = np.concatenate([np.zeros(500), np.linspace(0, 1, 500)])
+  scan = threshold.for_scan(scores)
+  assert not scan.adaptive and scan.checkpoint_step == 60
+  assert scan.value == pytest.approx(adaptive.scan_threshold(scores, 4.0))
+  assert threshold.for_scan(2 * scores).value == pytest.approx(2 * scan.value)
+  fixed = workdir_lib.model_threshold(str(tmp_path))
+  assert fixed.for_scan(scores) is fixed
+
+
+def test_a_run_evaluated_before_adaptive_thresholds_is_told_to_evaluate_again(tmp_path):
+  with pytest.raises(UserError, match="has no adaptive threshold .* evaluate again"):
+    workdir_lib.adaptive_threshold(_metrics_with(tmp_path))
 
 
 @pytest.mark.parametrize("edit, message", [

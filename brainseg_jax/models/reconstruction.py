@@ -13,6 +13,7 @@ import ml_collections
 import optax
 from flax.training import train_state
 
+from brainseg_jax import augment
 from brainseg_jax.models.base import Model
 
 # config.optimizer -> the optax optimiser the learning-rate schedule drives.
@@ -43,15 +44,21 @@ def create_state(module, tx, rng, image_shape) -> train_state.TrainState:
   return state.replace(step=jnp.asarray(0, jnp.int32))
 
 
-def make_train_step(loss_fn, seed: int):
+def make_train_step(loss_fn, seed: int, augment_config: ml_collections.ConfigDict | None = None):
   """One optimiser step on a global batch; `loss_fn(params, batch, rng)` is a batch mean.
 
   `batch` is the dict of input_pipeline.train_batches ("image", "brain_mask").
+  With `augment_config.intensity`, the batch's images are augmented first
+  (brainseg_jax/augment.py) from a key of their own.
   """
 
   def train_step(state, batch, stage=0):
     del stage  # one stage
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
+    if augment_config is not None and augment_config.intensity:
+      rng, augment_rng = jax.random.split(rng)
+      batch = {**batch, "image": augment.intensity(augment_rng, batch["image"],
+                                                    batch["brain_mask"], augment_config)}
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (_, metrics), grads = grad_fn(state.params, batch, rng)
     return state.apply_gradients(grads=grads), metrics
@@ -64,6 +71,6 @@ def make_model(name: str, module, loss_fn, reconstruct, config: ml_collections.C
   return Model(
       name=name,
       create_state=functools.partial(create_state, module, make_optimizer(config)),
-      train_step=make_train_step(loss_fn, config.seed),
+      train_step=make_train_step(loss_fn, config.seed, config.augment),
       reconstruct=lambda state, images: reconstruct(state.params, images),
   )

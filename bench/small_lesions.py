@@ -1,0 +1,206 @@
+"""Small lesions: models trained on LGG, scored on elderly-FLAIR WMH, TCGA gliomas and LGG test.
+
+    python bench/small_lesions.py --root=runs/small_lesions --lgg=DATA/kaggle_3m \\
+        --shared=../shared/data --output=docs/results_small_lesions.md
+
+Every model learns from the lesion-free slices of the Kaggle LGG training
+patients only (configs/*.py:lgg); no elderly-FLAIR and no TCGA scan is seen in
+training or threshold setting. Each trained workdir is then evaluated three
+times by `brainseg_jax.eval`: on its own LGG test split, on every one of the
+23 elderly-FLAIR scans (all splits: the white-matter hyperintensity masks are
+the lesions), and on the two TCGA FLAIR gliomas. Thresholds come from the LGG
+validation patients: the fixed healthy-FPR one, the per-scan adaptive one
+(brainseg_jax/adaptive.py) and the labelled-validation one; the upper bound
+is chosen on the test labels. The FLAIR intensity threshold
+(configs/threshold.py) is scored by the same commands at each resolution.
+
+Each step is a command line (printed, and listed in the output); a step
+whose metrics.json exists is not redone, so the script resumes. The table of
+the output is made from those metrics.json files alone.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# name: (config file, overrides, what it is, the model whose trained checkpoint it evaluates
+# (None: trains its own)). The post-processing variants re-score a trained U-Net: their
+# settings are judged by the Dice on the LGG validation patients (in each metrics.json), never
+# on a test set.
+MODELS = {
+    "threshold_64": ("threshold", (), "FLAIR intensity threshold, 64x64", None),
+    "unet_64": ("unet_dae", ("num_train_steps=2400",), "denoising U-Net, 64x64", None),
+    "unet_64_median3": ("unet_dae", ("num_train_steps=2400",
+                                     "eval.postprocess.median_filter_size=3"),
+                        "denoising U-Net, 64x64, 3x3 median filter", "unet_64"),
+    "unet_64_median3_min10": ("unet_dae", ("num_train_steps=2400",
+                                           "eval.postprocess.median_filter_size=3",
+                                           "eval.postprocess.min_component_size=10"),
+                              "denoising U-Net, 64x64, median 3, components >= 10 voxels",
+                              "unet_64"),
+    "unet_64_aug": ("unet_dae", ("num_train_steps=2400", "augment.intensity=True"),
+                    "denoising U-Net, 64x64, intensity augmentation", None),
+    "threshold_128": ("threshold", ("dataset.resolution=128",),
+                      "FLAIR intensity threshold, 128x128", None),
+    "unet_128_aug": ("unet_dae", ("dataset.resolution=128", "num_train_steps=1200",
+                                  "augment.intensity=True"),
+                     "denoising U-Net, 128x128, intensity augmentation", None),
+}
+TEST_SETS = {
+    "elderly": ("elderly-FLAIR WMH", "elderly_flair", "elderly_flair"),
+    "tcga": ("TCGA gliomas", "brats_glioma", "tcga_glioma"),
+    "lgg": ("LGG test", None, None),
+}
+ALL_SPLITS = '("train","validation","test")'
+HEADING = "# Small lesions: trained on LGG gliomas, tested on elderly-FLAIR white-matter lesions"
+# What follows this line in the output is written by hand and kept when the tables are redone.
+MARKER = "<!-- generated above, by hand below -->"
+
+
+def commands(name: str, root: str, lgg: str, shared: str) -> list[tuple[str, list[str]]]:
+  """(workdir, argv) of each step of one model: train (+ LGG test), then the other test sets."""
+  family, overrides, _, checkpoint_of = MODELS[name]
+  settings = [f"--config=configs/{family}.py:lgg", f"--config.dataset.manual_dir={lgg}",
+              "--config.eval.write_nifti=False", *(f"--config.{o}" for o in overrides)]
+  evaluate = [sys.executable, "-m", "brainseg_jax.eval", *settings]
+  steps = []
+  for test_set, (_, dataset, folder) in TEST_SETS.items():
+    workdir = os.path.join(root, name, test_set)
+    if dataset is None:  # the model's own LGG test split
+      train = checkpoint_of is None
+      steps.insert(0, (workdir, [*([sys.executable, "launch.py", *settings] if train
+                                   else evaluate), f"--workdir={workdir}"]))
+      continue
+    steps.append((workdir, [*evaluate, f"--workdir={workdir}",
+                            f"--config.eval.test_dataset={dataset}",
+                            f"--config.eval.test_manual_dir={os.path.join(shared, folder)}",
+                            f"--config.eval.test_splits={ALL_SPLITS}"]))
+  return steps
+
+
+def run(name: str, root: str, lgg: str, shared: str) -> list[str]:
+  """Runs the missing steps of one model; returns every step's command."""
+  done = []
+  steps = commands(name, root, lgg, shared)
+  checkpoint_of = MODELS[name][3]
+  trained = os.path.join(root, checkpoint_of or name, "lgg")
+  for workdir, argv in steps:
+    done.append(" ".join(argv[1:]).replace(str(ROOT) + os.sep, ""))
+    if os.path.exists(os.path.join(workdir, "metrics.json")):
+      continue
+    if workdir != trained:  # evaluate a copy: the trained workdir keeps its LGG metrics
+      if not os.path.isdir(os.path.join(trained, "checkpoints")):
+        sys.exit(f"{name} evaluates the checkpoint of {checkpoint_of or name}: run it first "
+                 f"({trained} has none)")
+      os.makedirs(workdir, exist_ok=True)
+      for item in ("checkpoints", "config.json", "train_time.json"):
+        source, target = os.path.join(trained, item), os.path.join(workdir, item)
+        if os.path.exists(source) and not os.path.exists(target):
+          (shutil.copytree if os.path.isdir(source) else shutil.copy)(source, target)
+    print("+", " ".join(argv), flush=True)
+    subprocess.run(argv, cwd=ROOT, check=True)
+  return done
+
+
+def _row(metrics: dict) -> dict:
+  pooled = metrics["pooled"]["all"]
+  fpr = metrics["protocol"]["healthy_fprs"][0]
+  adaptive = pooled.get(f"adaptive_fpr_{fpr:g}", {})
+  labelled = pooled.get("labelled_validation", {})
+  return {"dice": pooled["dice"], "adaptive": adaptive.get("dice"),
+          "labelled": labelled.get("dice"),
+          "best": pooled["best_dice_upper_bound"], "auroc": pooled["auroc"],
+          "auprc": pooled["auprc"], "found": pooled["lesion_sensitivity"],
+          "fp": pooled["false_positive_components"] / pooled["num_volumes"],
+          "volumes": pooled["num_volumes"],
+          "validation": metrics["protocol"].get("validation_best_dice")}
+
+
+def _cell(value, digits=3):
+  return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def table(root: str, names: list[str]) -> tuple[str, dict]:
+  """The Markdown tables (summary, then one per test set) and {name: {test set: row}}."""
+  rows = {}
+  for name in names:
+    for test_set in TEST_SETS:
+      path = os.path.join(root, name, test_set, "metrics.json")
+      if os.path.exists(path):
+        with open(path) as f:
+          rows.setdefault(name, {})[test_set] = _row(json.load(f))
+  lines = ["| model | " + " | ".join(f"{TEST_SETS[t][0]}: Dice / AUPRC" for t in TEST_SETS)
+           + " | LGG validation: best Dice |", "| --- |" + " ---: |" * (len(TEST_SETS) + 1)]
+  for name in rows:
+    cells = [f"{_cell(r['dice'])} / {_cell(r['auprc'])}" if (r := rows[name].get(t)) else "-"
+             for t in TEST_SETS]
+    cells.append(_cell(rows[name]["lgg"]["validation"]) if "lgg" in rows[name] else "-")
+    lines.append(f"| {MODELS[name][2]} (`{name}`) | " + " | ".join(cells) + " |")
+  out = "\n".join(lines) + "\n"
+  for test_set, (title, _, _) in TEST_SETS.items():
+    out += (f"\n#### {title}\n\n| model | scans | Dice | Dice (adaptive) | Dice (labelled val.) | "
+            "best Dice (upper bound) | AUROC | AUPRC | lesions found | FP comp./scan |\n"
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+    for name in rows:
+      if (r := rows[name].get(test_set)):
+        out += (f"| `{name}` | {r['volumes']} | {_cell(r['dice'])} | {_cell(r['adaptive'])} | "
+                f"{_cell(r['labelled'])} | {_cell(r['best'])} | {_cell(r['auroc'])} | "
+                f"{_cell(r['auprc'])} | {_cell(r['found'], 2)} | {_cell(r['fp'], 1)} |\n")
+  return out, rows
+
+
+def outcome(rows: dict) -> str:
+  """The one line a script reads: the best learned model on elderly WMH against thresholding."""
+  elderly = {name: r["elderly"] for name, r in rows.items() if "elderly" in r}
+  learned = {n: r for n, r in elderly.items() if not n.startswith("threshold")}
+  baseline = {n: r for n, r in elderly.items() if n.startswith("threshold")}
+  if not learned or not baseline:
+    return "elderly FLAIR WMH: not measured"
+  best = max(learned, key=lambda n: learned[n]["dice"])
+  # The threshold row at the best learned model's resolution (same protocol).
+  resolution = best.split("_")[1]
+  reference = baseline.get(f"threshold_{resolution}") or next(iter(baseline.values()))
+  return (f"elderly FLAIR WMH: best learned {best} Dice **{learned[best]['dice']:.3f}** AUPRC "
+          f"**{learned[best]['auprc']:.3f}**; threshold Dice **{reference['dice']:.3f}** AUPRC "
+          f"**{reference['auprc']:.3f}**")
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--root", default="runs/small_lesions")
+  parser.add_argument("--lgg", required=True, help="the Kaggle download's kaggle_3m folder")
+  parser.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"))
+  parser.add_argument("--models", default=",".join(MODELS))
+  parser.add_argument("--output", default="docs/results_small_lesions.md")
+  parser.add_argument("--table_only", action="store_true", help="write the output from the "
+                      "metrics already there, run nothing")
+  args = parser.parse_args()
+  names = [n for n in args.models.split(",") if n]
+  unknown = [n for n in names if n not in MODELS]
+  if unknown:
+    sys.exit(f"unknown --models {unknown}: expected some of {', '.join(MODELS)}")
+  root = os.path.abspath(args.root)
+  steps = {}
+  for name in names:
+    steps[name] = ([" ".join(argv[1:]) for _, argv in commands(name, root, args.lgg, args.shared)]
+                   if args.table_only else run(name, root, args.lgg, args.shared))
+  tables, rows = table(root, names)
+  lines = outcome(rows)
+  listing = "\n".join(f"- `{name}`:\n" + "\n".join(f"  - `{c}`" for c in cs)
+                      for name, cs in steps.items())
+  text = (f"{HEADING}\n\n{lines}\n\n{tables}\nThe commands (run by `python "
+          f"bench/small_lesions.py {' '.join(sys.argv[1:])}`):\n\n{listing}\n")
+  output = pathlib.Path(args.output)
+  notes = output.read_text().partition(MARKER)[2] if output.exists() else ""
+  output.write_text(f"{text}\n{MARKER}{notes or chr(10)}")
+  print(text)
+
+
+if __name__ == "__main__":
+  main()

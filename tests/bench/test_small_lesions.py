@@ -1,0 +1,38 @@
+"""The small-lesion table and its one-line outcome are made from the runs' metrics.json alone."""
+
+import json
+
+from bench import small_lesions
+
+
+def _metrics(dice, auprc, volumes=3):
+  rates = {"dice": dice, "sensitivity": 0.5, "precision": 0.5, "accuracy": 0.99}
+  pooled = {**rates, "auroc": 0.9, "auprc": auprc, "best_dice_upper_bound": dice + 0.1,
+            "lesion_sensitivity": 0.75, "false_positive_components": 6, "num_volumes": volumes,
+            "adaptive_fpr_0.01": {**rates, "dice": dice - 0.01}}
+  return {"protocol": {"healthy_fprs": [0.01]}, "pooled": {"all": pooled}}
+
+
+def _write(root, name, test_set, dice, auprc):
+  folder = root / name / test_set
+  folder.mkdir(parents=True)
+  (folder / "metrics.json").write_text(json.dumps(_metrics(dice, auprc)))
+
+
+def test_the_outcome_line_compares_the_best_learned_model_with_thresholding(tmp_path):
+  _write(tmp_path, "threshold_64", "elderly", 0.6731, 0.64)
+  _write(tmp_path, "unet_64", "elderly", 0.4621, 0.569)
+  _write(tmp_path, "unet_64_aug", "elderly", 0.55, 0.60)
+  _write(tmp_path, "unet_64", "lgg", 0.562, 0.576)
+  tables, rows = small_lesions.table(str(tmp_path), list(small_lesions.MODELS))
+  line = small_lesions.outcome(rows)
+  assert line == ("elderly FLAIR WMH: best learned unet_64_aug Dice **0.550** AUPRC **0.600**; "
+                  "threshold Dice **0.673** AUPRC **0.640**")
+  assert "| `unet_64` | 3 | 0.462 | 0.452 | n/a | 0.562 | 0.900 | 0.569 | 0.75 | 2.0 |" in tables
+  assert "threshold_128" not in tables  # not run: no row
+
+
+def test_without_a_baseline_nothing_is_claimed(tmp_path):
+  _write(tmp_path, "unet_64", "elderly", 0.4, 0.5)
+  _, rows = small_lesions.table(str(tmp_path), ["unet_64"])
+  assert small_lesions.outcome(rows) == "elderly FLAIR WMH: not measured"
