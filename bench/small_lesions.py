@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import pathlib
+import shlex
 import shutil
 import subprocess
 import sys
@@ -91,7 +92,7 @@ def run(name: str, root: str, lgg: str, shared: str) -> list[str]:
   checkpoint_of = MODELS[name][3]
   trained = os.path.join(root, checkpoint_of or name, "lgg")
   for workdir, argv in steps:
-    done.append(" ".join(argv[1:]).replace(str(ROOT) + os.sep, ""))
+    done.append(shlex.join(argv[1:]))
     if os.path.exists(os.path.join(workdir, "metrics.json")):
       continue
     if workdir != trained:  # evaluate a copy: the trained workdir keeps its LGG metrics
@@ -188,7 +189,7 @@ def main():
   root = os.path.abspath(args.root)
   steps = {}
   for name in names:
-    steps[name] = ([" ".join(argv[1:]) for _, argv in commands(name, root, args.lgg, args.shared)]
+    steps[name] = ([shlex.join(argv[1:]) for _, argv in commands(name, root, args.lgg, args.shared)]
                    if args.table_only else run(name, root, args.lgg, args.shared))
   tables, rows = table(root, names)
   lines = outcome(rows)
