@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from brainseg_jax import config as config_lib
+from brainseg_jax.errors import UserError
 from brainseg_jax.models import create_model, dae, unet, unet_dae
 from configs import unet_dae as unet_dae_config
 from tests.helpers import as_batch
@@ -68,6 +70,27 @@ def test_noise_lands_only_inside_the_brain():
   assert np.all(difference[~brain] == 0.0)  # exactly: the background is left alone
   assert np.mean(difference[brain] != 0.0) > 0.99
   assert 0.1 < difference[brain].std() < 0.3
+
+
+def test_fine_noise_adds_small_blobs_and_leaves_the_coarse_noise_alone():
+  images = np.zeros((4, 64, 64, 1), np.float32)
+  brain = disc_mask(4, 64)
+  coarse = np.asarray(unet_dae.noisy_brain(jax.random.key(0), images, brain, 0.2, 16))
+  both = np.asarray(unet_dae.noisy_brain(jax.random.key(0), images, brain, 0.2, 16, 0.1, 32))
+  fine = (both - coarse)[brain]
+  assert np.all((both - coarse)[~brain] == 0.0)
+  assert 0.05 < fine.std() < 0.15
+  # finer: neighbouring pixels two apart differ more than in the coarse noise
+  assert (np.abs(np.diff(both - coarse, n=2, axis=1)).mean()
+          > 2 * np.abs(np.diff(coarse, n=2, axis=1)).mean() * 0.1 / 0.2)
+
+
+def test_fine_noise_must_be_finer():
+  config = config_lib.defaults("unet_dae")
+  config.dataset.resolution = 64
+  config.model.fine_noise_resolution = 8
+  with pytest.raises(UserError, match="model.fine_noise_resolution"):
+    config_lib.check(config)
 
 
 def _knot_phases(noise, axis, cell):
