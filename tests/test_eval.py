@@ -43,7 +43,7 @@ def _with_labels_changed(monkeypatch, split: str):
   monkeypatch.setattr(input_pipeline, "load_volumes", load_volumes)
 
 
-def test_labelled_validation_threshold_never_reads_test_labels(lgg_config, tmp_path,
+def test_validation_thresholds_never_read_test_labels(lgg_config, tmp_path,
                                                                monkeypatch):
   first = evaluation.evaluate(lgg_config, str(tmp_path / "a"))
   thresholds = first["protocol"]["thresholds"]
@@ -53,9 +53,16 @@ def test_labelled_validation_threshold_never_reads_test_labels(lgg_config, tmp_p
   # threshold must see it: the fixture's tumour is the brightest tissue, easy to segment.
   assert first["protocol"]["validation_best_dice"] > 0.8
   assert thresholds["labelled_validation"] > 0
+  # The per-scan adaptive thresholds: a k per healthy FPR, set on validation alone too.
+  ks = first["protocol"]["adaptive_thresholds"]
+  assert set(ks) == {"adaptive_fpr_0.01", "adaptive_fpr_0.05", "adaptive_fpr_0.1"}
+  assert ks["adaptive_fpr_0.01"] > ks["adaptive_fpr_0.1"]
+  assert 0 <= first["pooled"]["all"]["adaptive_fpr_0.01"]["dice"] <= 1
+  assert "dice_adaptive_fpr_0.01" in next(iter(first["per_volume"].values()))
   _with_labels_changed(monkeypatch, "test")
   second = evaluation.evaluate(lgg_config, str(tmp_path / "b"))
   assert second["protocol"]["thresholds"] == thresholds
+  assert second["protocol"]["adaptive_thresholds"] == ks
   # the test labels did change what is measured
   assert second["pooled"]["all"]["auroc"] != first["pooled"]["all"]["auroc"]
 
@@ -78,19 +85,6 @@ def test_lesion_free_protocol_takes_the_healthy_threshold_from_lesion_free_slice
   # middle of the head: the healthy quantile moves.
   assert lesion_free["protocol"]["thresholds"]["fpr_0.1"] != every["protocol"]["thresholds"][
       "fpr_0.1"]
-
-
-def test_adaptive_thresholds_are_set_on_validation_alone(lgg_config, tmp_path, monkeypatch):
-  first = evaluation.evaluate(lgg_config, str(tmp_path / "a"))
-  ks = first["protocol"]["adaptive_thresholds"]
-  assert set(ks) == {"adaptive_fpr_0.01", "adaptive_fpr_0.05", "adaptive_fpr_0.1"}
-  assert ks["adaptive_fpr_0.01"] > ks["adaptive_fpr_0.1"]
-  pooled = first["pooled"]["all"]
-  assert 0 <= pooled["adaptive_fpr_0.01"]["dice"] <= 1
-  assert "dice_adaptive_fpr_0.01" in next(iter(first["per_volume"].values()))
-  _with_labels_changed(monkeypatch, "test")
-  second = evaluation.evaluate(lgg_config, str(tmp_path / "b"))
-  assert second["protocol"]["adaptive_thresholds"] == ks
 
 
 def test_another_dataset_is_scored_whole_with_every_split(lgg_config, tmp_path):

@@ -3,8 +3,8 @@
 Checked: its length; the results table first (before the contents and the set-up); headings
 that never skip a level (README and docs/); the Layout section against the repository (every
 module listed, every listed path present); every relative link and anchor in README.md and
-docs/*.md; every docs page reachable from the README; the headline table's numbers against
-the results page they come from.
+docs/*.md; every docs page reachable from the README; the headline and small-lesion tables' numbers
+against the results pages they come from.
 """
 
 import collections
@@ -22,6 +22,8 @@ LISTED_FOLDERS = ("brainseg_jax", "data_prep", "configs", "bench")
 LISTED_FILES = ("launch.py",)
 # The first table's source: each of its rows names a config (`name:variant`) of this page.
 HEADLINE_SOURCE = DOCS / "results_lgg.md"
+# The small-lesion table's source: each of its rows names a run (`unet_64`) of this page.
+SMALL_LESIONS_SOURCE = DOCS / "results_small_lesions.md"
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
@@ -161,6 +163,26 @@ def test_headline_numbers_are_those_of_the_results_page():
       assert value in source[config[1]], (
           f"README.md:{number}: {value} is not in {HEADLINE_SOURCE.name}'s {config[1]} row")
   assert rows == len(source), f"every model of {HEADLINE_SOURCE.name} has a row"
+
+
+def test_small_lesion_numbers_are_those_of_their_results_page():
+  source = collections.defaultdict(set)
+  for line in SMALL_LESIONS_SOURCE.read_text().splitlines():
+    run = re.search(r"\(?`(\w+)`\)? \|", line)
+    if line.startswith("|") and run:
+      cells = [c.strip() for c in line.strip().strip("|").split("|")]
+      source[run[1]].update(part.strip() for cell in cells for part in cell.split("/"))
+  text = README.read_text()
+  table = text[text.index("**Small lesions"):].split("\n\n")[1].splitlines()
+  rows = [line for line in table if re.search(r"\(`\w+`\)", line)]
+  assert len(rows) >= 2, "the small-lesion table names its runs, (`unet_64`)"
+  for line in rows:
+    run = re.search(r"\(`(\w+)`\)", line)[1]
+    assert run in source, f"README.md: {run} is not in {SMALL_LESIONS_SOURCE.name}"
+    for cell in line.strip().strip("|").split("|")[1:]:
+      value = cell.strip().strip("*")
+      assert value in source[run], (
+          f"README.md: {value} is not in {SMALL_LESIONS_SOURCE.name}'s {run} rows")
 
 
 @pytest.mark.parametrize("path", _pages(), ids=lambda p: p.name)

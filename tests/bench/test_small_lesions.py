@@ -36,3 +36,11 @@ def test_without_a_baseline_nothing_is_claimed(tmp_path):
   _write(tmp_path, "unet_64", "elderly", 0.4, 0.5)
   _, rows = small_lesions.table(str(tmp_path), ["unet_64"])
   assert small_lesions.outcome(rows) == "elderly FLAIR WMH: not measured"
+
+
+def test_the_threshold_row_of_the_same_post_processing_is_the_reference(tmp_path):
+  _write(tmp_path, "threshold_64", "elderly", 0.6, 0.6)
+  _write(tmp_path, "threshold_64_erosion2", "elderly", 0.7, 0.7)
+  _write(tmp_path, "unet_64_erosion2", "elderly", 0.65, 0.65)
+  _, rows = small_lesions.table(str(tmp_path), list(small_lesions.MODELS))
+  assert small_lesions.outcome(rows).endswith("threshold Dice **0.700** AUPRC **0.700**")
