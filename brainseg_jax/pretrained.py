@@ -72,15 +72,21 @@ def workdir(name: str, into: str | None = None) -> str:
 
   Written into a temporary folder beside it and renamed when complete, under a
   lock: two first uses at once write it once, a killed one leaves nothing half-done.
-  A newer version of the model gets a folder of its own.
+  A newer version of the model gets a folder of its own; a newer package's
+  evaluation of the same version (its metrics.json) replaces the copy's.
   """
   info = card(name)
   target = os.path.abspath(into or os.path.join(models_home(), f"{name}-{info['version']}"))
-  if _complete(target, info):
+  # The copy in the models home follows the package's evaluation of the model; a folder the
+  # user named (eval --model) keeps whatever was evaluated there.
+  follows_package = into is None
+  if _complete(target, info) and (not follows_package or _current_evaluation(name, target)):
     return target
   os.makedirs(os.path.dirname(target), exist_ok=True)
   with _lock(target + ".lock"):
     if _complete(target, info):
+      if follows_package:
+        _refresh_evaluation(name, target)
       return target
     if os.path.exists(target):
       raise UserError(f"{target} exists and is not a complete copy of model {name!r}: "
@@ -90,6 +96,27 @@ def workdir(name: str, into: str | None = None) -> str:
     _materialise(name, info, partial)
     os.replace(partial, target)
   return target
+
+
+def _current_evaluation(name: str, target: str) -> bool:
+  """True when the copy's metrics.json is the package's (the same model's evaluation)."""
+  shipped = os.path.join(SHIPPED_DIR, name, workdir_lib.METRICS_FILE)
+  copied = os.path.join(target, workdir_lib.METRICS_FILE)
+  if not os.path.isfile(shipped):
+    return True
+  if not os.path.isfile(copied):
+    return False
+  with open(shipped, "rb") as a, open(copied, "rb") as b:
+    return a.read() == b.read()
+
+
+def _refresh_evaluation(name: str, target: str) -> None:
+  """A newer package's evaluation of the same model (e.g. with thresholds added) replaces the
+  copy's; its checkpoint and calibrations stay."""
+  if not _current_evaluation(name, target):
+    source = os.path.join(SHIPPED_DIR, name, workdir_lib.METRICS_FILE)
+    with atomic.atomic_path(os.path.join(target, workdir_lib.METRICS_FILE)) as tmp:
+      shutil.copyfile(source, tmp)
 
 
 def _complete(target: str, info: dict) -> bool:

@@ -9,6 +9,7 @@ a shipped model goes to the user's folder, never into the package.
 import csv
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -83,3 +84,27 @@ def test_the_shipped_baseline_maps_the_sample_dicom_series_and_calibrates_in_the
   assert not list((PROJECT_ROOT / "brainseg_jax" / "pretrained").rglob("calibrations"))
   record = json.loads(calibration.read_text())
   assert np.isfinite(record["thresholds"]["fpr_0.01"]) and record["checkpoint_step"] == 0
+
+
+def test_a_newer_packages_evaluation_replaces_the_users_copy_and_keeps_calibrations(
+    tmp_path, monkeypatch):
+  monkeypatch.setenv("BRAINSEG_HOME", str(tmp_path / "home"))
+  name = "lgg_flair_threshold"
+  copy = pretrained.workdir(name)
+  shipped = (PROJECT_ROOT / "brainseg_jax" / "pretrained" / name / "metrics.json").read_text()
+  # As an older package left it: its evaluation had no adaptive thresholds yet.
+  old = json.loads(shipped)
+  del old["protocol"]["adaptive_thresholds"]
+  (pathlib.Path(copy) / "metrics.json").write_text(json.dumps(old))
+  calibration = pathlib.Path(copy) / "calibrations" / "site.json"
+  calibration.parent.mkdir()
+  calibration.write_text("{}")
+  assert pretrained.workdir(name) == copy
+  assert (pathlib.Path(copy) / "metrics.json").read_text() == shipped
+  assert calibration.exists()
+  # A folder the user named keeps what was evaluated there.
+  mine = tmp_path / "mine"
+  pretrained.workdir(name, into=str(mine))
+  (mine / "metrics.json").write_text(json.dumps(old))
+  pretrained.workdir(name, into=str(mine))
+  assert json.loads((mine / "metrics.json").read_text()) == old
