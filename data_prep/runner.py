@@ -101,7 +101,9 @@ def run(cases: list[Case], config: PrepConfig, work_dir: str,
       summary.skipped[subject_id] = value
       log.warning("skipped %s: %s", subject_id, value)
     if i % max(1, len(todo) // 20) == 0 or i == len(todo):
-      log.info("preprocessed %d/%d (%.0f s)", i, len(todo), time.time() - start)
+      elapsed = time.time() - start
+      log.info("preprocessed %d/%d (%.0f s, about %.0f min left)", i, len(todo), elapsed,
+               elapsed / i * (len(todo) - i) / 60)
   summary.seconds = time.time() - start
   log.info("%s", summary.line())
   return summary

@@ -164,6 +164,17 @@ def test_the_threshold_scores_only_with_the_checkpoint_it_was_set_on(vae_smoke_r
   assert not list((tmp_path / "out2").iterdir())
 
 
+def test_a_calibration_and_an_adaptive_threshold_together_are_one_error(vae_smoke_run, good_scan,
+                                                                         tmp_path):
+  from brainseg_jax import predict as predict_lib
+  from brainseg_jax.errors import UserError
+
+  with pytest.raises(UserError, match="--calibration and --threshold=adaptive"):
+    predict_lib.predict(str(vae_smoke_run), str(good_scan), str(tmp_path / "out"),
+                        calibration="site", threshold="adaptive")
+  assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
 def test_a_checkpoint_with_non_finite_parameters_scores_nothing(vae_smoke_run, good_scan,
                                                                  tmp_path):
   import jax
