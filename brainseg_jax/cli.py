@@ -125,9 +125,9 @@ def run(command: Callable[[], object]) -> None:
     except USER_ERRORS as e:
       exit_with(str(e))
     except Terminated:
-      exit_with("terminated (SIGTERM): stopped; nothing further was written", status=143)
+      stop_now("terminated (SIGTERM): stopped; nothing further was written", status=143)
     except KeyboardInterrupt:
-      exit_with("interrupted (Ctrl-C): stopped; nothing further was written", status=130)
+      stop_now("interrupted (Ctrl-C): stopped; nothing further was written", status=130)
     except MemoryError:
       exit_with("out of memory: the input or the config needs more than this machine has "
                 "(a smaller batch_size, fewer --cpu_devices, or a resampled scan)")
@@ -190,6 +190,23 @@ def _parse_flags(argv):
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     overrides = [a for a in argv[1:] if a.startswith("--config.")]
     exit_with(f"bad config override among {overrides}: {plain(e)}")
+
+
+def stop_now(message: str, status: int):
+  """The one line, then the process ends at once, as a kill would end it.
+
+  By now every `finally` on the way up has run (temporary files removed, locks
+  released). Left to the interpreter's shutdown, background threads (an
+  asynchronous checkpoint write, the input pipeline's prefetch) race it and
+  print their own errors after the line ("cannot schedule new futures after
+  interpreter shutdown"). What such a thread leaves half-written is what a
+  killed run leaves, and a killed run resumes to the same result
+  (bench/fault_run.py).
+  """
+  print(f"error: {message}", file=sys.stderr)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(status)
 
 
 def exit_with(message: str, status: int = 1):
