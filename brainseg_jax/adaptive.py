@@ -29,10 +29,6 @@ def name(healthy_fpr: float) -> str:
   return f"adaptive_fpr_{healthy_fpr:g}"
 
 
-def is_adaptive(threshold_name: str) -> bool:
-  return threshold_name.startswith("adaptive_")
-
-
 def centre_and_spread(brain_scores: np.ndarray) -> tuple[float, float]:
   """(median, standard deviation of the lower 90 %) of a scan's scores inside its brain.
 
@@ -54,7 +50,13 @@ def z_scores(scores: np.ndarray, brain_scores: np.ndarray) -> np.ndarray:
   return (scores - centre) / spread
 
 
+def scan_thresholds(brain_scores: np.ndarray, ks: dict[str, float]) -> dict[str, float]:
+  """{name: the score above which this scan's voxels are flagged}, median + k * spread for
+  each k of `ks`; the scan's statistics are taken once."""
+  centre, spread = centre_and_spread(brain_scores)
+  return {name: centre + k * spread for name, k in ks.items()}
+
+
 def scan_threshold(brain_scores: np.ndarray, k: float) -> float:
   """The score above which this scan's voxels are flagged: median + k * spread."""
-  centre, spread = centre_and_spread(brain_scores)
-  return centre + k * spread
+  return scan_thresholds(brain_scores, {"k": k})["k"]

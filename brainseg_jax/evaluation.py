@@ -115,8 +115,7 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   for volume in test_volumes(test_builder, config.eval.test_splits, standard):
     recon, anomaly = scoring.anomaly_maps(scorer, state, volume, post)
     brain, truth = volume.brain_mask[..., 0], volume.anomaly_mask[..., 0]
-    scan_thresholds = {**thresholds, **{
-        name: adaptive.scan_threshold(anomaly[brain], k) for name, k in adaptive_ks.items()}}
+    scan_thresholds = {**thresholds, **adaptive.scan_thresholds(anomaly[brain], adaptive_ks)}
     predictions = {name: postprocess.clean_prediction(anomaly > value, post.min_component_size)
                    for name, value in scan_thresholds.items()}
     counts = {name: metrics.confusion_counts(p[brain], truth[brain])

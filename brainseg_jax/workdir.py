@@ -205,11 +205,16 @@ class Threshold:
                                adaptive=False)
 
 
-def model_threshold(workdir: str) -> Threshold:
-  """The headline threshold evaluation chose on healthy validation data (metrics.json)."""
+def _evaluation_protocol(workdir: str) -> tuple[str, dict, dict]:
+  """(metrics.json's path, its contents, its protocol): where evaluation's thresholds are."""
   path = metrics_path(workdir)
   metrics = read_metrics(workdir)
-  protocol = _field(metrics, "protocol", dict, path)
+  return path, metrics, _field(metrics, "protocol", dict, path)
+
+
+def model_threshold(workdir: str) -> Threshold:
+  """The headline threshold evaluation chose on healthy validation data (metrics.json)."""
+  path, metrics, protocol = _evaluation_protocol(workdir)
   value = _number(protocol, "threshold", path, "protocol.")
   fpr = _fraction(protocol, "healthy_fpr", path, "protocol.")
   source = _field(protocol, "threshold_source", str, path, "protocol.")
@@ -219,9 +224,7 @@ def model_threshold(workdir: str) -> Threshold:
 
 def adaptive_threshold(workdir: str) -> Threshold:
   """The per-scan adaptive threshold evaluation set on healthy validation data (metrics.json)."""
-  path = metrics_path(workdir)
-  metrics = read_metrics(workdir)
-  protocol = _field(metrics, "protocol", dict, path)
+  path, metrics, protocol = _evaluation_protocol(workdir)
   fpr = _fraction(protocol, "healthy_fpr", path, "protocol.")
   if "adaptive_thresholds" not in protocol:
     raise UserError(f"{path} has no adaptive threshold (evaluated before they existed): "
