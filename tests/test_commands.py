@@ -79,11 +79,11 @@ def test_every_command_on_a_trained_workdir(family, data_dir, site, tmp_path):
   # The site's own healthy scan, at its own 1 % threshold: about 1 % of its brain flagged.
   assert report["brain_fraction_flagged"] <= 0.02
 
-  if family in ("unet_dae", "threshold"):  # the scan's own threshold, from its own map
-    out = tmp_path / "adaptive"
-    predict.predict(str(workdir), str(scan), str(out), threshold="adaptive")
-    report = json.loads((out / "Subj2_FL_report.json").read_text())
-    k = evaluated["protocol"]["adaptive_thresholds"]["adaptive_fpr_0.01"]
-    assert f"{k:.3g} x spread" in report["threshold_source"]
-    assert report["threshold"] != pytest.approx(evaluated["protocol"]["threshold"])
-    assert 0 < report["brain_fraction_flagged"] < 0.2
+  # The scan's own threshold, from its own map.
+  out = tmp_path / "adaptive"
+  predict.predict(str(workdir), str(scan), str(out), threshold="adaptive")
+  report = json.loads((out / "Subj2_FL_report.json").read_text())
+  k = evaluated["protocol"]["adaptive_thresholds"]["adaptive_fpr_0.01"]
+  assert f"{k:.3g} x spread" in report["threshold_source"]
+  assert report["threshold"] != pytest.approx(evaluated["protocol"]["threshold"])
+  assert 0 < report["brain_fraction_flagged"] < 0.2
