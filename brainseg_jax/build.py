@@ -7,6 +7,10 @@ no half-written dataset), logs each skipped file with the reason and a
 summary count, writes a PNG contact sheet of several subjects (`--sheet_subjects=0`: all),
 and a CSV of every volume's registration QC (data_prep/qc.py; volumes that fail it are left
 out of the dataset and named in the log).
+
+`--shard=i/n` spreads the preprocessing over n machines that share the data dir: each
+preprocesses its part into the cache and stops; the same command without `--shard`
+then writes the dataset from the cache (data_prep/shard.py, docs/data.md).
 """
 
 import dataclasses
@@ -19,6 +23,7 @@ from brainseg_jax import config as config_lib
 from brainseg_jax.datasets import input_pipeline
 from brainseg_jax.errors import UserError
 from data_prep import atomic, cache, contact_sheet, qc
+from data_prep import shard as shard_lib
 
 FLAGS = flags.FLAGS
 
@@ -26,10 +31,7 @@ FLAGS = flags.FLAGS
 def build(dataset: str, manual_dir: str, modality: str | None, resolution: int, data_dir: str,
           workers: int = 0, sheet_subjects: int = 8) -> tuple[object, str]:
   """Builds (or finds) the dataset; returns (builder, contact sheet path)."""
-  real_scan_datasets = sorted(n for n in input_pipeline.BUILDERS if n != "synthetic_brain")
-  if dataset not in real_scan_datasets:
-    raise UserError(f"unknown --dataset {dataset!r}: expected one of {real_scan_datasets}")
-  builder_cls = input_pipeline.BUILDERS[dataset]
+  builder_cls = _builder_class(dataset)
   if workers:
     os.environ["BRAINSEG_PREP_WORKERS"] = str(workers)
   channels = tuple(m for m in (modality or builder_cls.MODALITIES[0]).split(",") if m)
@@ -45,6 +47,34 @@ def build(dataset: str, manual_dir: str, modality: str | None, resolution: int, 
     logging.info("preprocessing: %s", summary.line())
   _qc_table(builder)
   return builder, _sheet(builder, sheet_subjects)
+
+
+def preprocess_shard(dataset: str, manual_dir: str, modality: str | None, resolution: int,
+                     data_dir: str, shard: str, workers: int = 0):
+  """Preprocesses one shard's scans into the shared cache (no dataset is written)."""
+  builder_cls = _builder_class(dataset)
+  try:
+    part = shard_lib.Shard.parse(shard)
+  except ValueError as e:
+    raise UserError(str(e)) from None
+  if workers:
+    os.environ["BRAINSEG_PREP_WORKERS"] = str(workers)
+  channels = tuple(m for m in (modality or builder_cls.MODALITIES[0]).split(",") if m)
+  dataset_config = config_lib.dataset_config(
+      name=dataset, modality=channels[0], modalities=channels, resolution=resolution,
+      data_dir=data_dir, manual_dir=manual_dir or "")
+  builder = input_pipeline.make_builder(dataset_config)
+  summary = builder.preprocess_shard(input_pipeline.manual_dir(builder, dataset_config), part)
+  for subject, reason in sorted(summary.skipped.items()):
+    logging.warning("skipped %s: %s", subject, reason)
+  return builder, summary
+
+
+def _builder_class(dataset: str):
+  real_scan_datasets = sorted(n for n in input_pipeline.BUILDERS if n != "synthetic_brain")
+  if dataset not in real_scan_datasets:
+    raise UserError(f"unknown --dataset {dataset!r}: expected one of {real_scan_datasets}")
+  return input_pipeline.BUILDERS[dataset]
 
 
 def _qc_table(builder) -> str:
@@ -89,9 +119,18 @@ def main():
   flags.DEFINE_string("data_dir", "", "TFDS data dir; default $BRAINSEG_DATA_DIR or TFDS's.")
   flags.DEFINE_integer("workers", 0, "Worker processes; 0: one per core.")
   flags.DEFINE_integer("sheet_subjects", 8, "Subjects on the contact sheet.")
+  flags.DEFINE_string("shard", "", "i/n: preprocess only this machine's part of the scans into "
+                      "the shared cache and stop; then run without --shard to write the dataset.")
 
   def command():
     cli.require_flags("dataset")
+    if FLAGS.shard:
+      builder, summary = preprocess_shard(FLAGS.dataset, FLAGS.manual_dir, FLAGS.modality,
+                                          FLAGS.resolution, FLAGS.data_dir, FLAGS.shard,
+                                          FLAGS.workers)
+      print(f"shard {FLAGS.shard}: {summary.line()} in {builder.prep_work_dir()}; when every "
+            "shard is done, the same command without --shard writes the dataset")
+      return
     builder, sheet = build(FLAGS.dataset, FLAGS.manual_dir, FLAGS.modality, FLAGS.resolution,
                            FLAGS.data_dir, FLAGS.workers, FLAGS.sheet_subjects)
     print(f"dataset: {builder.data_dir}")

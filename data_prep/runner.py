@@ -62,6 +62,21 @@ def _run_one(args) -> tuple[str, str, str]:
   return case.subject_id, "ok", path
 
 
+def parallel_map(fn, items, workers: int | None = None) -> list:
+  """[fn(item) for item in items], one item per worker process at a time, in order.
+
+  `fn` must be a top-level function (workers pickle it) that returns rather than
+  raises for a bad input, so one file never stops the others.
+  """
+  items = list(items)
+  workers = workers or num_workers()
+  if workers == 1 or len(items) <= 1:
+    return [fn(item) for item in items]
+  context = multiprocessing.get_context("spawn")
+  with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    return list(pool.map(fn, items))
+
+
 def _results(todo, workers: int):
   """`_run_one` of every job as it finishes; one worker runs them in this process."""
   if workers == 1 or len(todo) <= 1:

@@ -51,6 +51,21 @@ def data_dir(dataset_config: ml_collections.ConfigDict) -> str:
 
 def get_builder(dataset_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   """The builder named by the config, prepared (built on first use)."""
+  builder = make_builder(dataset_config)
+  if not builder.is_prepared():
+    download_config = _download_config(builder, dataset_config)
+    # Only one process writes; TFDS writes into a temporary folder and renames
+    # it into place, so an interrupted build leaves no half-written dataset.
+    if jax.process_index() == 0:
+      builder.download_and_prepare(download_config=download_config)
+    _wait_for_other_processes("dataset_prepared")
+    if jax.process_index() != 0:  # re-read what process 0 wrote
+      builder = make_builder(dataset_config)
+  return builder
+
+
+def make_builder(dataset_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  """The builder named by the config, as it is (not prepared)."""
   if dataset_config.name not in BUILDERS:
     raise UserError(f"unknown dataset.name {dataset_config.name!r}: "
                     f"expected one of {sorted(BUILDERS)}")
@@ -61,19 +76,8 @@ def get_builder(dataset_config: ml_collections.ConfigDict) -> tfds.core.DatasetB
   if config_name not in known:
     raise UserError(f"dataset {dataset_config.name} has no variant {config_name!r} "
                     f"(modalities x resolution): expected one of {known}")
-  builder = builder_cls(config=config_name, data_dir=data_dir(dataset_config),
-                        file_format="array_record")
-  if not builder.is_prepared():
-    download_config = _download_config(builder, dataset_config)
-    # Only one process writes; TFDS writes into a temporary folder and renames
-    # it into place, so an interrupted build leaves no half-written dataset.
-    if jax.process_index() == 0:
-      builder.download_and_prepare(download_config=download_config)
-    _wait_for_other_processes("dataset_prepared")
-    if jax.process_index() != 0:  # re-read what process 0 wrote
-      builder = builder_cls(config=config_name, data_dir=data_dir(dataset_config),
-                            file_format="array_record")
-  return builder
+  return builder_cls(config=config_name, data_dir=data_dir(dataset_config),
+                     file_format="array_record")
 
 
 def split_source(builder: tfds.core.DatasetBuilder, split: str):
@@ -89,6 +93,11 @@ def split_source(builder: tfds.core.DatasetBuilder, split: str):
                     "every subject of that split was left out at build time; the build log and "
                     "its qc_*.csv say why")
   return builder.as_data_source(split=split)
+
+
+def manual_dir(builder, dataset_config) -> str:
+  """The config's manual download folder, checked to exist before a long build."""
+  return _download_config(builder, dataset_config).manual_dir
 
 
 def _download_config(builder, dataset_config) -> tfds.download.DownloadConfig | None:

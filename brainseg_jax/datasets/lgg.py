@@ -24,6 +24,7 @@ from brainseg_jax.datasets import nifti_slices
 from data_prep import kaggle_lgg
 from data_prep.cases import Case
 from data_prep.errors import InputFileError
+from data_prep.shard import Shard
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +48,29 @@ def split_of(patient: str) -> str:
   return next(split for split, buckets in _SPLIT_BUCKETS.items() if bucket in buckets)
 
 
-def find_lgg(manual_dir: str, modality: str, volumes_dir: str, extra=()) -> list[Case]:
+def _restack(job) -> tuple[dict | None, str]:
+  """(manifest, "") or (None, the reason): one patient, in a worker process."""
+  folder, volumes_dir = job
+  try:
+    return kaggle_lgg.restack(folder, volumes_dir), ""
+  except InputFileError as e:
+    return None, str(e)
+
+
+def find_lgg(manual_dir: str, modality: str, volumes_dir: str, extra=(),
+             shard: Shard | None = None) -> list[Case]:
   """One case per patient with this modality (and the `extra` ones as further channels),
-  restacked into `volumes_dir` on first use."""
+  restacked into `volumes_dir` on first use (on every core); with `shard`, only its patients."""
+  folders = kaggle_lgg.patient_folders(manual_dir)
+  if shard is not None:
+    folders = [f for f in folders if shard.holds(os.path.basename(f))]
+  from data_prep import runner  # loads SimpleITK: only a build needs it (nifti_slices docstring)
+  restacked = runner.parallel_map(_restack, [(f, volumes_dir) for f in folders])
   cases = []
-  for folder in kaggle_lgg.patient_folders(manual_dir):
+  for folder, (manifest, why) in zip(folders, restacked, strict=True):
     subject = os.path.basename(folder)
-    try:
-      manifest = kaggle_lgg.restack(folder, volumes_dir)
-    except InputFileError as e:
-      log.warning("skipped %s: %s", subject, e)
+    if manifest is None:
+      log.warning("skipped %s: %s", subject, why)
       continue
     lacking = [m for m in (modality, *extra) if m in manifest["missing"]]
     if lacking:
@@ -100,7 +114,8 @@ class Lgg(nifti_slices.NiftiSlicesBuilder):
                         f"volumes-v{kaggle_lgg.RESTACK_VERSION}")
 
   def find_cases(self, manual_dir, modality):
-    return find_lgg(manual_dir, modality, self.volumes_dir())
+    return find_lgg(manual_dir, modality, self.volumes_dir(), shard=self.shard)
 
   def find_multichannel_cases(self, manual_dir, modalities):
-    return find_lgg(manual_dir, modalities[0], self.volumes_dir(), modalities[1:])
+    return find_lgg(manual_dir, modalities[0], self.volumes_dir(), modalities[1:],
+                    shard=self.shard)

@@ -24,6 +24,7 @@ from brainseg_jax.datasets import schema
 from brainseg_jax.errors import UserError
 from data_prep.cases import Case
 from data_prep.config import PrepConfig
+from data_prep.shard import Shard
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ class NiftiSlicesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
   MODALITIES: tuple[str, ...] = ()
   # Fields of PrepConfig this layout needs changed (e.g. no N4 for z-scored scans).
   PREP_OVERRIDES: dict = {}
+  # This machine's part of a build spread over several (`preprocess_shard`); None: all.
+  shard: Shard | None = None
 
   def find_cases(self, manual_dir: str, modality: str) -> list[Case]:
     raise NotImplementedError
@@ -100,20 +103,40 @@ class NiftiSlicesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     order = 0 if np.issubdtype(np.asarray(volume).dtype, np.integer) else 1
     return pipeline.to_original_grid(volume, cache.load(path).record, order=order)
 
-  def _split_generators(self, dl_manager):
-    manual_dir = os.fspath(dl_manager.manual_dir)
+  def _cases(self, manual_dir: str) -> list[Case]:
+    """The layout's cases in `manual_dir` (this shard's, with a shard), checked."""
     if not os.path.isdir(manual_dir):
       raise UserError(f"dataset {self.name}: manual_dir {manual_dir} not found. "
                       f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS.strip()}")
     cfg = self.builder_config
     cases = (self.find_multichannel_cases(manual_dir, cfg.modalities) if cfg.extra_modalities
              else self.find_cases(manual_dir, cfg.modality))
-    if not cases:
+    if not cases and self.shard is None:  # a shard may hold none of a few subjects
       raise UserError(f"dataset {self.name}: no {self.builder_config.modality} scans found "
                       f"in {manual_dir}. {self.MANUAL_DOWNLOAD_INSTRUCTIONS.strip()}")
     ids = [c.subject_id for c in cases]
     if len(set(ids)) != len(ids):
       raise UserError(f"dataset {self.name}: duplicate subject ids in {manual_dir}")
+    if self.shard is not None:
+      cases = [c for c in cases if self.shard.holds(c.subject_id)]
+    return cases
+
+  def preprocess_shard(self, manual_dir: str, shard: Shard):
+    """Preprocess this shard's cases into the shared cache; the dataset is not written.
+
+    Run once per shard (on as many machines, over one data folder); the build
+    without a shard then finds every volume cached and writes the dataset.
+    """
+    from data_prep import runner  # imported here: see the module docstring
+    self.shard = shard
+    try:
+      return runner.run(self._cases(manual_dir), self.prep_config(), self.prep_work_dir())
+    finally:
+      self.shard = None
+
+  def _split_generators(self, dl_manager):
+    manual_dir = os.fspath(dl_manager.manual_dir)
+    cases = self._cases(manual_dir)
     from data_prep import runner  # imported here: see the module docstring
     self.prep_summary = runner.run(cases, self.prep_config(), self.prep_work_dir())
     self._leave_out_failed_registrations()
