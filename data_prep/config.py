@@ -24,7 +24,7 @@ class PrepConfig:
   target_spacing_mm: float = 1.5
   # N4 bias-field correction, fitted on an image shrunk by `n4_shrink` for speed.
   n4: bool = True
-  n4_shrink: int = 4
+  n4_shrink: int = 6
   n4_iterations: tuple[int, ...] = (50, 40, 30)
   # Affine registration to MNI152 2009a ("affine" or "none": scan already in template space).
   registration: str = "affine"
