@@ -16,6 +16,7 @@ import statistics
 MODELS = ("ae", "vae", "unet_dae")
 TARGET_RATIO = 1.2  # JAX / PyTorch training throughput; the aim stays AIM_RATIO
 AIM_RATIO = 1.5
+COMPILED_TARGET = 1.2  # JAX / the twin under torch.compile
 MEMORY_TARGET = 1.5  # JAX peak RSS at most this many times the twin's
 # A 2048x2048 fp32 GEMM reaches ~200 GFLOP/s (numpy; JAX's 195) on 2 cores of the
 # machines of the earlier runs when nothing else runs, 300-360 (JAX; numpy ~200) on AMD Zen 5 ones;
@@ -72,6 +73,9 @@ class ModelNumbers:
   jax_rate: float  # images/s, median window
   torch_rate: float
   ratio: float  # JAX / PyTorch of the median rates
+  compiled_rate: float | None  # the twin under torch.compile; None before it was measured
+  compiled_ratio: float | None  # JAX / compiled twin of the median rates
+  compiled_first_call: float | None  # s: the compiled twin's first step (compilation)
   best_ratio: float  # fastest PyTorch window / fastest JAX window
   jax_step: float  # s/step, median window
   torch_step: float
@@ -147,11 +151,17 @@ def _model_numbers(results, images_per_s, name, peak) -> ModelNumbers:
   jax_rate = images_per_s(results, "jax", name)
   torch_rate = images_per_s(results, "torch", name)
   step = _step_seconds(results, "jax", name)
+  compiled = f"torch_compiled|{name}" in results["windows"]
+  compiled_rate = images_per_s(results, "torch_compiled", name) if compiled else None
   gflop = setup["flops"] / 1e9
   backward = (profile["forward_backward"] - profile["forward"]) / profile["forward"]
   return ModelNumbers(
       params=setup["params"], jax_rate=jax_rate, torch_rate=torch_rate,
-      ratio=jax_rate / torch_rate, best_ratio=_best_ratio(results, name), jax_step=step,
+      ratio=jax_rate / torch_rate, compiled_rate=compiled_rate,
+      compiled_ratio=jax_rate / compiled_rate if compiled else None,
+      compiled_first_call=(results["setup"][f"torch_compiled|{name}"]["first_call"]
+                           if compiled else None),
+      best_ratio=_best_ratio(results, name), jax_step=step,
       torch_step=_step_seconds(results, "torch", name), first_call=setup["first_call"],
       warm_step=setup["warm_step"], compiled_versions=results["cache_sizes"][f"jax|{name}"],
       gflop=gflop, achieved_gflops=gflop / step, fraction_of_peak=gflop / step / peak,
@@ -251,7 +261,8 @@ def _title_section(results, n):
       "",
       f"Measured {results['date']}, in {n.runtime_min:.1f} min. Machine: 2 CPU cores,",
       f"no GPU, Python {results['python']}; jax {v['jax']}, flax {v['flax']}, optax {v['optax']},",
-      f"numpy {v['numpy']}, torch {v['torch']}.",
+      f"numpy {v['numpy']}, torch {v['torch']}."
+      + (f" CPU: {v['cpu']}." if "cpu" in v else ""),
       "",
   ]
 
@@ -302,6 +313,9 @@ _HOW_THE_STEPS_RUN = (
     "  into the twin and gets the same reconstruction to 1e-5), same parameter count (asserted",
     "  by the benchmark), same loss, same optimiser (global-norm clipping to 1.0, then Adam",
     "  under the warm-up + cosine schedule; multi-tensor `foreach` Adam and clipping).",
+    "- PyTorch compiled: the same twin with its loss under `torch.compile` (inductor, the",
+    "  default backend: forward and, through AOTAutograd, backward as generated C++ kernels;",
+    "  a test checks it follows the eager twin's losses and parameters step by step).",
     "- Both step on one fixed, already-placed batch of 32 random images: this is the train",
     "  step alone; the input pipeline is measured below.",
     "- The last column divides the fastest PyTorch window by the fastest JAX window: an",
@@ -312,10 +326,14 @@ _HOW_THE_STEPS_RUN = (
 
 def _throughput_section(n):
   """The headline: JAX against PyTorch training images/s, and whether the target was met."""
+  compiled = any(m.compiled_rate is not None for m in n.models.values())
   rows = [(name.upper(), f"{m.params:,}", f"{m.jax_rate:.1f}", f"{m.torch_rate:.1f}",
-           f"**{m.ratio:.2f}x**", f"{m.jax_step:.3f}", f"{m.torch_step:.3f}",
+           f"**{m.ratio:.2f}x**",
+           *((f"{m.compiled_rate:.1f}", f"**{m.compiled_ratio:.2f}x**") if compiled else ()),
+           f"{m.jax_step:.3f}", f"{m.torch_step:.3f}",
            f"{m.best_ratio:.2f}x") for name, m in n.models.items()]
   columns = ("model", "parameters (both)", "JAX images/s", "PyTorch images/s", "JAX / PyTorch",
+             *(("PyTorch compiled images/s", "JAX / compiled") if compiled else ()),
              "JAX s/step", "PyTorch s/step", "JAX / PyTorch, fastest windows")
   return [
       "## Training throughput",
@@ -326,7 +344,29 @@ def _throughput_section(n):
       "",
       *_target_verdict(n),
       "",
+      *_compiled_verdict(n),
+      "",
   ]
+
+
+def _compiled_verdict(n):
+  """The targets against both twins: JAX >= AIM_RATIO x eager and >= COMPILED_TARGET x compiled."""
+  if any(m.compiled_rate is None for m in n.models.values()):
+    return []
+  eager = [name.upper() for name, m in n.models.items() if m.ratio < AIM_RATIO]
+  compiled = [name.upper() for name, m in n.models.items() if m.compiled_ratio < COMPILED_TARGET]
+  slower = [name.upper() for name, m in n.models.items() if m.compiled_ratio < 1]
+  lines = [f"Targets against both twins: JAX >= {AIM_RATIO}x the eager twin: "
+           + (f"**not reached** for {', '.join(eager)}" if eager else "**reached** for every model")
+           + f"; JAX >= {COMPILED_TARGET}x the compiled twin: "
+           + (f"**not reached** for {', '.join(compiled)}" if compiled
+              else "**reached** for every model") + "."]
+  if slower:
+    lines.append(f"The compiled twin trains faster than JAX for {', '.join(slower)}.")
+  first = ", ".join(f"{name.upper()} {m.compiled_first_call:.0f} s"
+                    for name, m in n.models.items())
+  lines.append(f"torch.compile's first step (tracing and C++ compilation): {first}.")
+  return lines
 
 
 def _target_verdict(n):
@@ -645,8 +685,11 @@ def _memory_section(n):
     if jax_mb is None or torch_mb is None:
       continue
     ratio = jax_mb / torch_mb
+    compiled_mb = n.memory_mb.get(f"torch_compiled|{name}")
     rows.append((name.upper(), f"{jax_mb:.0f}", f"{torch_mb:.0f}", f"**{ratio:.2f}x**",
-                 "yes" if ratio <= MEMORY_TARGET else "no"))
+                 "yes" if ratio <= MEMORY_TARGET else "no",
+                 *((f"{compiled_mb:.0f}",) if compiled_mb is not None else ())))
+  compiled = any(f"torch_compiled|{name}" in n.memory_mb for name in n.models)
   return [
       "## Peak memory",
       "",
@@ -657,7 +700,8 @@ def _memory_section(n):
       "and its imports included.",
       "",
       *_table(("model", "JAX peak RSS, MB", "PyTorch peak RSS, MB", "JAX / PyTorch",
-               f"within {MEMORY_TARGET}x"), rows),
+               f"within {MEMORY_TARGET}x",
+               *(("PyTorch compiled peak RSS, MB",) if compiled else ())), rows),
       "",
   ]
 

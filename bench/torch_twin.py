@@ -215,12 +215,16 @@ def warmup_cosine(config):
   return factor
 
 
-def create(config, foreach=True, fused_upsample=False):
+def create(config, foreach=True, fused_upsample=False, compiled=False):
   """(module, train_step) for an experiment config; train_step(images NCHW, brain mask NCHW)
   -> loss tensor (the autoencoders ignore the mask, as their JAX losses do).
 
   `foreach=True` is PyTorch's multi-tensor Adam, its fastest eager optimiser on
   CPU: the twin gets the best settings a PyTorch user would pick.
+  `compiled=True` is what a PyTorch user turns on for speed: `torch.compile`
+  (inductor, its default backend) of the loss, so the forward pass and, through
+  AOTAutograd, the backward pass run as generated C++ kernels; the optimiser
+  step stays the multi-tensor one.
   """
   global FUSED_UPSAMPLE
   FUSED_UPSAMPLE = fused_upsample
@@ -239,6 +243,8 @@ def create(config, foreach=True, fused_upsample=False):
     loss_fn = lambda mod, x, brain: vae_loss(mod, x, config.model.kl_weight)
   else:
     raise ValueError(f"no PyTorch twin for model {config.model.name!r}")
+  if compiled:
+    loss_fn = torch.compile(loss_fn)
   # Adam, or AMSGrad, with L2 weight decay added to the gradient (make_optimizer's chain).
   optimizer = torch.optim.Adam(module.parameters(), lr=config.learning_rate, eps=1e-8,
                                amsgrad=config.optimizer == "amsgrad",

@@ -76,11 +76,15 @@ flags.DEFINE_bool("channels_last", False, "PyTorch worker: channels-last memory 
 flags.DEFINE_bool("fused_upsample", False, "PyTorch worker: resize + conv computed as the JAX "
                   "models do (torch_twin.upsample_conv).")
 flags.DEFINE_integer("threads", 2, "PyTorch worker: intra-op threads (one per core).")
+flags.DEFINE_bool("torch_compile", False, "PyTorch worker: the twin under torch.compile "
+                  "(inductor).")
 flags.DEFINE_bool("huge_pages", False, "PyTorch worker: started with glibc's huge-page malloc, "
                   "as JAX workers are (the parent sets the tunable before the process starts).")
 FLAGS = flags.FLAGS
 
 MODELS = benchmark_report.MODELS
+# The headline's workers per model, timed in this order each round.
+HEADLINE = ("jax", "torch", "torch_compiled")
 FRESH_DEFAULT = benchmark_report.FRESH_DEFAULT
 GEMM_SIZE = 2048
 _REPLY = "@@BENCH@@"
@@ -329,7 +333,21 @@ class JaxWorker:
     import numpy as np
     import optax
     return dict(jax=jax.__version__, flax=flax.__version__, optax=optax.__version__,
-                numpy=np.__version__, devices=f"{jax.device_count()} x {jax.devices()[0].platform}")
+                numpy=np.__version__, devices=f"{jax.device_count()} x {jax.devices()[0].platform}",
+                cpu=_cpu_model())
+
+
+def _cpu_model() -> str:
+  """'<model name> (family F, model M)' from /proc/cpuinfo: the ratios depend on the CPU."""
+  fields = {}
+  with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+    for line in f:
+      key, _, value = line.partition(":")
+      fields.setdefault(key.strip(), value.strip())
+  if "model name" not in fields:
+    return platform.processor() or "unknown"
+  return (f"{fields['model name']} (family {fields.get('cpu family', '?')}, "
+          f"model {fields.get('model', '?')})")
 
 
 def _op_kind(name, opcode, line) -> str:
@@ -383,7 +401,8 @@ class TorchWorker:
   def setup(self, name):
     from bench import torch_twin
     config = _config(name)
-    module, step = torch_twin.create(config, fused_upsample=FLAGS.fused_upsample)
+    module, step = torch_twin.create(config, fused_upsample=FLAGS.fused_upsample,
+                                     compiled=FLAGS.torch_compile)
     # The JAX worker's images and brain masks, NCHW.
     batch = _synthetic_batch(config)
     images, brain = (self.torch.tensor(batch[k]).permute(0, 3, 1, 2).contiguous()
@@ -500,24 +519,27 @@ def run_benchmark():
   # left glibc's heap in a state that spared the AE 90,000 page faults per step, which a
   # process training the AE does not have.
   worker_args = {"jax": ("--worker=jax", "--devices=4"),
-                 "torch": ("--worker=torch", f"--threads={FLAGS.threads}")}
+                 "torch": ("--worker=torch", f"--threads={FLAGS.threads}"),
+                 "torch_compiled": ("--worker=torch", f"--threads={FLAGS.threads}",
+                                    "--torch_compile")}
   model_workers, setup = {}, {}
   for name in MODELS:
-    for label in ("jax", "torch"):
+    for label in HEADLINE:
       _log(f"setup {label} {name}")
       model_workers[label, name] = Worker(f"{label} {name}", *worker_args[label])
       setup[label, name] = model_workers[label, name]("setup", name=name)
-    assert setup["jax", name]["params"] == setup["torch", name]["params"], (
-        f"{name}: JAX has {setup['jax', name]['params']} parameters, the PyTorch twin "
-        f"{setup['torch', name]['params']}")
+    for twin in HEADLINE[1:]:
+      assert setup["jax", name]["params"] == setup[twin, name]["params"], (
+          f"{name}: JAX has {setup['jax', name]['params']} parameters, the {twin} twin "
+          f"{setup[twin, name]['params']}")
 
-  # Headline: interleaved timed windows, JAX then PyTorch, for each model, each round.
+  # Headline: interleaved timed windows, JAX, eager, compiled, for each model, each round.
   windows = {key: [] for key in setup}
   cache_sizes = {}
   for round_index in range(FLAGS.repeats):
     _log(f"round {round_index + 1}/{FLAGS.repeats}  {_uptime()}")
     for name in MODELS:
-      for label in ("jax", "torch"):
+      for label in HEADLINE:
         result = model_workers[label, name]("window", name=name, steps=FLAGS.window_steps)
         windows[label, name].append(result["seconds"])
         if "cache_size" in result:
@@ -530,7 +552,7 @@ def run_benchmark():
   # The AE's processes go on as the defaults of the later phases; the others are done.
   workers = {label: model_workers[label, "ae"] for label in ("jax", "torch")}
   for (label, name), worker in model_workers.items():
-    if name != "ae" and (label, name) != ("jax", "vae"):
+    if (name != "ae" or label == "torch_compiled") and (label, name) != ("jax", "vae"):
       worker.close()
   op_profile = _op_profile_phase()
   _log("GEMM peak")
@@ -624,7 +646,8 @@ def _memory_phase():
   """
   from bench.benchmark_report import MEMORY_CHANGES
   runs = {"jax": ("--worker=jax", "--devices=4", "--noflops"),
-          "torch": ("--worker=torch", f"--threads={FLAGS.threads}")}
+          "torch": ("--worker=torch", f"--threads={FLAGS.threads}"),
+          "torch_compiled": ("--worker=torch", f"--threads={FLAGS.threads}", "--torch_compile")}
   runs.update({f"jax, {change} undone": ("--worker=jax", "--devices=4", "--noflops",
                                          f"--undo={change}") for change in MEMORY_CHANGES})
   peak = {}
@@ -651,19 +674,29 @@ def write_figure(results, path):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(6.4, 1.0 + 1.0 * len(MODELS)))
-  height = 0.38
-  for offset, label, color in ((-height / 2, "jax", "tab:blue"),
-                               (height / 2, "torch", "tab:orange")):
+  fig, ax = plt.subplots(figsize=(6.4, 1.0 + 1.3 * len(MODELS)))
+  compiled = f"torch_compiled|{MODELS[0]}" in results["windows"]
+  height = 0.27 if compiled else 0.38
+  bars_of = [(-height, "jax", "tab:blue"), (0.0, "torch", "tab:orange")]
+  if compiled:
+    bars_of.append((height, "torch_compiled", "tab:green"))
+  else:
+    bars_of = [(-height / 2, "jax", "tab:blue"), (height / 2, "torch", "tab:orange")]
+  for offset, label, color in bars_of:
     values = [images_per_s(results, label, name) for name in MODELS]
     bars = ax.barh([i + offset for i in range(len(MODELS))], values, height, color=color,
                    label={"jax": "JAX (jit, 4 CPU devices)",
-                          "torch": f"PyTorch {results['versions']['torch']} (eager, 2 threads)"}
+                          "torch": f"PyTorch {results['versions']['torch']} (eager, 2 threads)",
+                          "torch_compiled": "PyTorch, torch.compile (inductor, 2 threads)"}
                    [label])
     ax.bar_label(bars, fmt="%.0f", padding=3)
-  ratios = [images_per_s(results, "jax", n) / images_per_s(results, "torch", n) for n in MODELS]
-  ax.set_yticks(range(len(MODELS)), [f"{n.upper()}\nJAX / PyTorch {r:.2f}x"
-                                     for n, r in zip(MODELS, ratios, strict=True)])
+  def ratio(name, twin):
+    return images_per_s(results, "jax", name) / images_per_s(results, twin, name)
+
+  ax.set_yticks(range(len(MODELS)), [
+      f"{n.upper()}\nJAX / eager {ratio(n, 'torch'):.2f}x"
+      + (f"\nJAX / compiled {ratio(n, 'torch_compiled'):.2f}x" if compiled else "")
+      for n in MODELS])
   ax.invert_yaxis()  # the first model on top
   ax.set_xlabel("training images / s (128x128, batch 32)")
   ax.set_title(f"Train step throughput, 2-core CPU, {results['date'][:10]}")
