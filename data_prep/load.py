@@ -56,7 +56,7 @@ def load_volume(path) -> nib.Nifti1Image:
     raise InputFileError(path, "all voxels are zero")
   header = img.header.copy()  # keeps both orientations and their codes (orientation_note)
   header.set_data_dtype(np.float32)
-  return nib.Nifti1Image(data.astype(np.float32), img.affine, header)
+  return nib.Nifti1Image(data.astype(np.float32, copy=False), img.affine, header)
 
 
 def load_mask(path, reference: nib.Nifti1Image, reference_path) -> nib.Nifti1Image:
