@@ -19,9 +19,9 @@ pytestmark = pytest.mark.slow  # registers real scans
 def site_folder(sample_data_dir, tmp_path_factory):
   """One healthy-looking elderly FLAIR scan, with a lesion mask folder beside it (never read)."""
   folder = tmp_path_factory.mktemp("site")
-  shutil.copy(sample_data_dir / "elderly_flair" / "flair" / "Subj2_FL.nii.gz", folder)
+  shutil.copy(sample_data_dir / "elderly_flair" / "flair" / "Subj4_FL.nii.gz", folder)
   (folder / "lesion_masks").mkdir()
-  shutil.copy(sample_data_dir / "elderly_flair" / "wmh" / "Subj2_FL_DLWMLS.nii.gz",
+  shutil.copy(sample_data_dir / "elderly_flair" / "wmh" / "Subj4_FL_DLWMLS.nii.gz",
               folder / "lesion_masks")
   return folder
 
@@ -36,7 +36,7 @@ def test_calibration_is_stored_by_name_and_reads_no_lesion_mask(vae_smoke_run, s
     monkeypatch.setattr(load, name, lambda path, *a, _f=original, **k: (read.append(str(path)),
                                                                         _f(path, *a, **k))[1])
   record = calibrate.calibrate(str(workdir), str(site_folder), "site_a")
-  assert read == [str(site_folder / "Subj2_FL.nii.gz")]
+  assert read == [str(site_folder / "Subj4_FL.nii.gz")]
   assert record["scans"] == read and record["healthy_fprs"] == [0.01, 0.05, 0.1]
   stored = json.loads((workdir / "calibrations" / "site_a.json").read_text())
   assert stored["thresholds"] == record["thresholds"]
@@ -62,7 +62,7 @@ def test_a_scan_failing_registration_qc_is_left_out_with_its_reason(vae_smoke_ru
   # One thread: registration on several is not bit-reproducible (data_prep.pipeline), and
   # whether Subj1's borderline registration fails QC then varied between runs.
   record = calibrate.calibrate(str(workdir), str(folder), "site_b", threads=1)
-  assert record["scans"] == [str(folder / "Subj2_FL.nii.gz")]
+  assert record["scans"] == [str(folder / "Subj4_FL.nii.gz")]
   assert "registration QC failed" in record["skipped"][str(tilted)]
 
 

@@ -32,7 +32,7 @@ STAGES = {"fanogan": ("model.gan_steps=2",), "unet_dae": ()}
 def site(sample_data_dir, tmp_path_factory):
   """A folder with one elderly FLAIR scan (skull on, LPS, 2 mm) that passes registration QC."""
   folder = tmp_path_factory.mktemp("site")
-  shutil.copy(sample_data_dir / "elderly_flair" / "flair" / "Subj2_FL.nii.gz", folder)
+  shutil.copy(sample_data_dir / "elderly_flair" / "flair" / "Subj4_FL.nii.gz", folder)
   return folder
 
 
@@ -63,17 +63,17 @@ def test_every_command_on_a_trained_workdir(family, data_dir, site, tmp_path):
     assert _metrics(workdir) == evaluated
 
   calibration = calibrate.calibrate(str(workdir), str(site), "site")
-  assert calibration["scans"] == [str(site / "Subj2_FL.nii.gz")]
+  assert calibration["scans"] == [str(site / "Subj4_FL.nii.gz")]
 
-  scan = site / "Subj2_FL.nii.gz"
+  scan = site / "Subj4_FL.nii.gz"
   for name, calibration_name, threshold in (
       ("own", None, evaluated["protocol"]["threshold"]),
       ("site", "site", calibration["thresholds"]["fpr_0.01"])):
     out = tmp_path / name
     predict.predict(str(workdir), str(scan), str(out), calibration=calibration_name)
-    report = json.loads((out / "Subj2_FL_report.json").read_text())
+    report = json.loads((out / "Subj4_FL_report.json").read_text())
     assert report["threshold"] == pytest.approx(threshold)
-    anomaly = nib.load(out / "Subj2_FL_anomaly_map.nii.gz")
+    anomaly = nib.load(out / "Subj4_FL_anomaly_map.nii.gz")
     assert anomaly.shape == nib.load(scan).shape
     assert np.isfinite(anomaly.get_fdata()).all()
   # The site's own healthy scan, at its own 1 % threshold: about 1 % of its brain flagged.
@@ -82,7 +82,7 @@ def test_every_command_on_a_trained_workdir(family, data_dir, site, tmp_path):
   # The scan's own threshold, from its own map.
   out = tmp_path / "adaptive"
   predict.predict(str(workdir), str(scan), str(out), threshold="adaptive")
-  report = json.loads((out / "Subj2_FL_report.json").read_text())
+  report = json.loads((out / "Subj4_FL_report.json").read_text())
   k = evaluated["protocol"]["adaptive_thresholds"]["adaptive_fpr_0.01"]
   assert f"{k:.3g} x spread" in report["threshold_source"]
   assert report["threshold"] != pytest.approx(evaluated["protocol"]["threshold"])

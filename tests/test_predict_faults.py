@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow  # runs predict
 @pytest.fixture(scope="module")
 def good_scan(sample_data_dir):
   """An elderly FLAIR scan (skull on, 2 mm) that passes registration QC: quick to predict."""
-  return sample_data_dir / "elderly_flair" / "flair" / "Subj2_FL.nii.gz"
+  return sample_data_dir / "elderly_flair" / "flair" / "Subj4_FL.nii.gz"
 
 
 def _bad_scans(folder):
@@ -152,7 +152,7 @@ def test_the_threshold_scores_only_with_the_checkpoint_it_was_set_on(vae_smoke_r
   workdir = _copy_run(vae_smoke_run, tmp_path)
   _set_metrics_step(workdir, 30)  # evaluated at step 30; steps 30 and 60 are there
   predict_lib.predict(str(workdir), str(good_scan), str(tmp_path / "out"))
-  report = json.loads((tmp_path / "out" / "Subj2_FL_report.json").read_text())
+  report = json.loads((tmp_path / "out" / "Subj4_FL_report.json").read_text())
   assert report["checkpoint_step"] == 30
   _set_metrics_step(workdir, 45)
   with pytest.raises(UserError) as error:

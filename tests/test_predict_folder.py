@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow  # runs predict
 @pytest.fixture(scope="module")
 def good_scan(sample_data_dir):
   """An elderly FLAIR scan (skull on, 2 mm) that passes registration QC: quick to predict."""
-  return sample_data_dir / "elderly_flair" / "flair" / "Subj2_FL.nii.gz"
+  return sample_data_dir / "elderly_flair" / "flair" / "Subj4_FL.nii.gz"
 
 
 def _start_predict(args, home):
