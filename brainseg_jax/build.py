@@ -31,13 +31,8 @@ FLAGS = flags.FLAGS
 def build(dataset: str, manual_dir: str, modality: str | None, resolution: int, data_dir: str,
           workers: int = 0, sheet_subjects: int = 8) -> tuple[object, str]:
   """Builds (or finds) the dataset; returns (builder, contact sheet path)."""
-  builder_cls = _builder_class(dataset)
-  if workers:
-    os.environ["BRAINSEG_PREP_WORKERS"] = str(workers)
-  channels = tuple(m for m in (modality or builder_cls.MODALITIES[0]).split(",") if m)
-  builder = input_pipeline.get_builder(config_lib.dataset_config(
-      name=dataset, modality=channels[0], modalities=channels, resolution=resolution,
-      data_dir=data_dir, manual_dir=manual_dir or ""))
+  builder = input_pipeline.get_builder(
+      _dataset_config(dataset, manual_dir, modality, resolution, data_dir, workers))
   for split, info in builder.info.splits.items():
     logging.info("split %s: %d slices", split, info.num_examples)
   summary = getattr(builder, "prep_summary", None)
@@ -52,17 +47,11 @@ def build(dataset: str, manual_dir: str, modality: str | None, resolution: int, 
 def preprocess_shard(dataset: str, manual_dir: str, modality: str | None, resolution: int,
                      data_dir: str, shard: str, workers: int = 0):
   """Preprocesses one shard's scans into the shared cache (no dataset is written)."""
-  builder_cls = _builder_class(dataset)
   try:
     part = shard_lib.Shard.parse(shard)
   except ValueError as e:
     raise UserError(str(e)) from None
-  if workers:
-    os.environ["BRAINSEG_PREP_WORKERS"] = str(workers)
-  channels = tuple(m for m in (modality or builder_cls.MODALITIES[0]).split(",") if m)
-  dataset_config = config_lib.dataset_config(
-      name=dataset, modality=channels[0], modalities=channels, resolution=resolution,
-      data_dir=data_dir, manual_dir=manual_dir or "")
+  dataset_config = _dataset_config(dataset, manual_dir, modality, resolution, data_dir, workers)
   builder = input_pipeline.make_builder(dataset_config)
   summary = builder.preprocess_shard(input_pipeline.manual_dir(builder, dataset_config), part)
   for subject, reason in sorted(summary.skipped.items()):
@@ -70,11 +59,18 @@ def preprocess_shard(dataset: str, manual_dir: str, modality: str | None, resolu
   return builder, summary
 
 
-def _builder_class(dataset: str):
+def _dataset_config(dataset, manual_dir, modality, resolution, data_dir, workers):
+  """The dataset block the flags describe (a real-scan dataset); `workers` set for the build."""
   real_scan_datasets = sorted(n for n in input_pipeline.BUILDERS if n != "synthetic_brain")
   if dataset not in real_scan_datasets:
     raise UserError(f"unknown --dataset {dataset!r}: expected one of {real_scan_datasets}")
-  return input_pipeline.BUILDERS[dataset]
+  if workers:
+    os.environ["BRAINSEG_PREP_WORKERS"] = str(workers)
+  default = input_pipeline.BUILDERS[dataset].MODALITIES[0]
+  channels = tuple(m for m in (modality or default).split(",") if m)
+  return config_lib.dataset_config(
+      name=dataset, modality=channels[0], modalities=channels, resolution=resolution,
+      data_dir=data_dir, manual_dir=manual_dir or "")
 
 
 def _qc_table(builder) -> str:
