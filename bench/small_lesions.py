@@ -63,6 +63,18 @@ MODELS = {
                     "denoising U-Net, 64x64, intensity augmentation", None),
     "unet_64_fine": ("unet_dae", ("num_train_steps=2400", "model.fine_noise_resolution=32"),
                      "denoising U-Net, 64x64, + fine noise (32 grid, std 0.1)", None),
+    "unet_64_ctx1": ("unet_dae", ("num_train_steps=2400", "dataset.context_slices=1"),
+                     "denoising U-Net, 64x64, 2.5D (the slice and one neighbour each side)",
+                     None),
+    # Leave one dataset out: LGG pooled with every other source but the held-out one
+    # (`{shared}`: the --shared folder). Its cells of the pooled sources are not test results.
+    "unet_64_pool_tcga": ("unet_dae", ("num_train_steps=2400",
+                                       "dataset.pool=('brats_glioma={shared}/tcga_glioma',)"),
+                          "denoising U-Net, 64x64, LGG + TCGA slices (elderly held out)", None),
+    "unet_64_pool_elderly": ("unet_dae", ("num_train_steps=2400",
+                                          "dataset.pool=('elderly_flair={shared}/elderly_flair',)"),
+                             "denoising U-Net, 64x64, LGG + elderly slices (TCGA held out)",
+                             None),
     "threshold_128": ("threshold", ("dataset.resolution=128",),
                       "FLAIR intensity threshold, 128x128", None),
     # 128x128 at a quarter of the 64x64 runs' slices (1200 steps of 16, not 2400 of 32):
@@ -70,6 +82,8 @@ MODELS = {
     "unet_128": ("unet_dae", ("dataset.resolution=128", "num_train_steps=1200", "batch_size=16"),
                  "denoising U-Net, 128x128 (1200 steps of batch 16)", None),
 }
+# The test sets a model's training saw (pooled models): their cells are left out of the tables.
+TRAINED_ON = {"unet_64_pool_tcga": ("tcga",), "unet_64_pool_elderly": ("elderly",)}
 TEST_SETS = {
     "elderly": ("elderly-FLAIR WMH", "elderly_flair", "elderly_flair"),
     "tcga": ("TCGA gliomas", "brats_glioma", "tcga_glioma"),
@@ -85,10 +99,13 @@ def commands(name: str, root: str, lgg: str, shared: str) -> list[tuple[str, lis
   """(workdir, argv) of each step of one model: train (+ LGG test), then the other test sets."""
   family, overrides, _, checkpoint_of = MODELS[name]
   settings = [f"--config=configs/{family}.py:lgg", f"--config.dataset.manual_dir={lgg}",
-              "--config.eval.write_nifti=False", *(f"--config.{o}" for o in overrides)]
+              "--config.eval.write_nifti=False",
+              *(f"--config.{o.format(shared=shared)}" for o in overrides)]
   evaluate = [sys.executable, "-m", "brainseg_jax.eval", *settings]
   steps = []
   for test_set, (_, dataset, folder) in TEST_SETS.items():
+    if test_set in TRAINED_ON.get(name, ()):
+      continue
     workdir = os.path.join(root, name, test_set)
     if dataset is None:  # the model's own LGG test split
       train = checkpoint_of is None

@@ -58,6 +58,14 @@ def defaults(family: str = "ae") -> ml_collections.ConfigDict:
   # Intensity standardisation on top of the percentile normalisation: "none", or "nyul"
   # (piecewise-linear histogram standardisation learned on the training brains).
   config.dataset.standardize = "none"
+  # 2.5D: this many neighbouring slices on each side of a slice go in as extra channels
+  # (edge slices repeat the volume's end slice); the anomaly map is the centre slice's.
+  config.dataset.context_slices = 0
+  # Datasets of the same modality and resolution whose slices (every split, by the
+  # `train_slices` protocol) join the training split, as "name=manual_dir" entries,
+  # e.g. ("brats_glioma=DATA/tcga_glioma",): training pooled over sources. Thresholds
+  # still come from this dataset's validation split.
+  config.dataset.pool = ()
 
   config.model = _family(family).model_config()
 
@@ -277,9 +285,32 @@ def modalities(dataset: ml_collections.ConfigDict) -> tuple[str, ...]:
 
 
 def image_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
-  """(height, width, channels) of the slices a model of this config sees."""
+  """(height, width, channels) of the slices a model of this config sees.
+
+  Channels: the modalities, once per slice of the 2.5D context (slice-major:
+  the centre slice's modalities are block `context_slices`).
+  """
   size = config.dataset.resolution
-  return (size, size, len(modalities(config.dataset)))
+  return (size, size, len(modalities(config.dataset)) * (2 * context_slices(config) + 1))
+
+
+def context_slices(config: ml_collections.ConfigDict) -> int:
+  """Neighbouring slices on each side of a slice that a model sees with it (0: 2D)."""
+  return config.dataset.context_slices
+
+
+def pooled_datasets(dataset: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+  """The dataset block of each `dataset.pool` entry: this block with its name and folder."""
+  blocks = []
+  for entry in dataset.pool:
+    name, separator, folder = str(entry).partition("=")
+    if not separator or not name or not folder:
+      raise UserError(f"dataset.pool entry {entry!r} is not name=manual_dir "
+                      "(e.g. brats_glioma=DATA/tcga_glioma)")
+    block = ml_collections.ConfigDict(dataset.to_dict())
+    block.name, block.manual_dir, block.pool = name, folder, ()
+    blocks.append(block)
+  return blocks
 
 
 def scored_channels(config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -367,6 +398,17 @@ def _check_dataset(config):
     one_of(name, channels, "eval.score_channels entry")
   if len(set(scored)) != len(scored):
     raise UserError(f"eval.score_channels {scored} names a modality twice")
+  positive_int(dataset, "context_slices", "dataset.", minimum=0)
+  lesion_free = dataset.train_slices == "lesion_free"
+  if lesion_free and dataset.context_slices > dataset.lesion_margin_slices:
+    raise UserError(f"dataset.context_slices {dataset.context_slices} exceeds "
+                    f"dataset.lesion_margin_slices {dataset.lesion_margin_slices}: the context "
+                    "of a lesion-free training slice would reach a lesion")
+  for block in pooled_datasets(dataset):
+    one_of(block.name, names, "dataset.pool entry")
+  if dataset.pool and dataset.standardize != "none":
+    raise UserError("dataset.pool with dataset.standardize=nyul is not supported: one standard "
+                    "scale for several sources is not defined; set dataset.standardize=none")
   if len(channels) > 1 and dataset.standardize != "none":
     raise UserError("dataset.standardize=nyul with several modalities is not supported yet: "
                     "set dataset.standardize=none or use one modality")

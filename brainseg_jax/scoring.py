@@ -12,6 +12,7 @@ import numpy as np
 from brainseg_jax import checkpoints, parallel, postprocess
 from brainseg_jax import config as config_lib
 from brainseg_jax.config import RESIDUALS
+from brainseg_jax.datasets import input_pipeline
 from brainseg_jax.models import Model, create_model
 
 
@@ -32,18 +33,28 @@ def anomaly_map(images, reconstruction, brain_mask, residual: str = "abs", chann
 
 
 class VolumeScorer:
-  """(train state, images (S, H, W, 1), brain mask) -> numpy (reconstruction, anomaly map)."""
+  """(train state, images (S, H, W, C), brain mask) -> numpy (reconstruction, anomaly map).
 
-  def __init__(self, model: Model, residual: str = "abs", mesh=None, channels=None):
+  A 2.5D model (`context` > 0) is given each slice with its neighbours
+  (input_pipeline.context_stack); the reconstruction and the map returned
+  are the centre slice's, so callers see the volume's own channels.
+  """
+
+  def __init__(self, model: Model, residual: str = "abs", mesh=None, channels=None,
+               context: int = 0):
     if residual not in RESIDUALS:
       raise ValueError(f"unknown residual {residual!r}: expected one of {RESIDUALS}")
     self.model = model
+    self.context = context
     self.mesh = parallel.data_mesh(jax.local_devices()) if mesh is None else mesh
     slices = parallel.batch_sharded(self.mesh)
     self._slices = slices
 
-    def score(state, images, brain_mask):
-      recon = model.reconstruct(state, images)
+    def score(state, stacked, brain_mask):
+      recon = model.reconstruct(state, stacked)
+      width = stacked.shape[-1] // (2 * context + 1)  # the volume's own channels
+      centre = slice(context * width, (context + 1) * width)
+      images, recon = stacked[..., centre], recon[..., centre]
       return recon, anomaly_map(images, recon, brain_mask, residual, channels)
 
     self._score = jax.jit(score, in_shardings=(parallel.replicated(self.mesh), slices, slices),
@@ -54,6 +65,7 @@ class VolumeScorer:
     return jax.device_put(state, parallel.replicated(self.mesh))
 
   def __call__(self, state, images: np.ndarray, brain_mask: np.ndarray):
+    images = input_pipeline.context_stack(images, self.context)
     num_slices = images.shape[0]
     pad = -num_slices % self.mesh.size  # the slice axis must split evenly
     if pad:
@@ -71,7 +83,8 @@ class VolumeScorer:
 def scorer_for(model: Model, config, mesh=None) -> VolumeScorer:
   """The scorer a config asks for: its residual over its scored channels (config.py)."""
   return VolumeScorer(model, config_lib.residual(config), mesh,
-                      config_lib.scored_channel_indices(config))
+                      config_lib.scored_channel_indices(config),
+                      config_lib.context_slices(config))
 
 
 def restore_scorer(config, workdir: str,

@@ -67,6 +67,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh):
     logging.info("%s has nothing to train", model.name)
     return None
   builder = input_pipeline.get_builder(config.dataset)
+  pooled = [input_pipeline.get_builder(block)
+            for block in config_lib.pooled_datasets(config.dataset)]
   state = create_train_state(model, config)
   state = jax.device_put(state, parallel.replicated(mesh))
 
@@ -81,7 +83,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh):
 
   batches = input_pipeline.train_batches(
       builder, config.batch_size, config.seed, start_step, dataset_config=config.dataset,
-      standard=standardization.for_run(config, workdir, builder))
+      standard=standardization.for_run(config, workdir, builder), pooled=pooled)
   train_step = jit_train_step(model, mesh)
   data_sharding = parallel.batch_sharded(mesh)
   writer = MetricWriter(workdir, resumed_from=start_step)

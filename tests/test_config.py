@@ -32,6 +32,9 @@ from tests.helpers import run, three_channel_config
     ("dataset.name", "nope", "unknown dataset.name 'nope'"),
     ("dataset.train_slices", "healthy", "unknown dataset.train_slices 'healthy'"),
     ("dataset.lesion_margin_slices", -1, "dataset.lesion_margin_slices=-1 is out of range"),
+    ("dataset.context_slices", -1, "dataset.context_slices=-1 is out of range"),
+    ("dataset.pool", ("brats_glioma",), "dataset.pool entry 'brats_glioma' is not name=manual_dir"),
+    ("dataset.pool", ("brats=DATA/x",), "unknown dataset.pool entry 'brats'"),
     ("model.kl_weight", -1.0, "model.kl_weight=-1.0 is out of range"),
     ("optimizer", "sgd", "unknown optimizer 'sgd'"),
     ("weight_decay", -1e-5, "weight_decay=-1e-05 is out of range"),
@@ -193,3 +196,26 @@ def test_score_channels_picks_the_named_modalities_and_their_residual():
 def test_wrong_score_channels_end_with_one_line(score_channels, message):
   with pytest.raises(UserError, match=message):
     config_lib.check(three_channel_config(score_channels))
+
+
+def test_context_must_stay_inside_the_lesion_margin():
+  """A lesion-free slice's neighbours are lesion-free only within the margin."""
+  config = unet_dae.get_config("smoke")
+  config.dataset.train_slices, config.dataset.lesion_margin_slices = "lesion_free", 1
+  config.dataset.context_slices = 2
+  with pytest.raises(UserError, match="context_slices 2 exceeds dataset.lesion_margin_slices 1"):
+    config_lib.check(config, 4)
+  config.dataset.context_slices = 1
+  config_lib.check(config, 4)
+  assert config_lib.image_shape(config) == (64, 64, 3)
+
+
+def test_pooling_and_nyul_standardisation_do_not_mix():
+  config = unet_dae.get_config("smoke")
+  config.dataset.pool, config.dataset.standardize = ("lgg=DATA/kaggle_3m",), "nyul"
+  with pytest.raises(UserError, match="dataset.pool with dataset.standardize=nyul"):
+    config_lib.check(config, 4)
+  (block,) = config_lib.pooled_datasets(config.dataset)
+  assert (block.name, block.manual_dir, block.pool) == ("lgg", "DATA/kaggle_3m", ())
+  assert block.resolution == config.dataset.resolution
+

@@ -15,6 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 from scipy import ndimage
 
 from brainseg_jax import config as config_lib
@@ -189,10 +190,7 @@ def training_indices(source, dataset_config) -> np.ndarray:
     clean = lesion_free(np.array([s[2] for s in subject_slices]),
                         dataset_config.lesion_margin_slices)
     keep += [index for (_, index, _), ok in zip(subject_slices, clean, strict=True) if ok]
-  if not keep:
-    raise UserError(f"dataset {dataset_config.name}: no lesion-free training slices with a "
-                    f"margin of {dataset_config.lesion_margin_slices}")
-  return np.array(sorted(keep))
+  return np.array(sorted(keep), dtype=np.int64)
 
 
 class _Subset:
@@ -206,6 +204,82 @@ class _Subset:
 
   def __getitem__(self, index: int):
     return self._source[int(self._indices[index])]
+
+
+class _Prepared:
+  """The examples of a data source, each passed through `prepare`, as a data source."""
+
+  def __init__(self, source, prepare):
+    self._source, self._prepare = source, prepare
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int):
+    return self._prepare(self._source[index])
+
+
+class _WithContext:
+  """Each prepared slice with its `context` neighbours on each side, stacked as channels.
+
+  2.5D input: "image" and "brain_mask" become (H, W, C * (2 * context + 1)),
+  slice-major, the slice itself in the middle block; each neighbour keeps its
+  own brain mask (a model adds noise and counts errors in each slice's brain).
+  A neighbour beyond the end of the volume repeats the end slice, as
+  `context_stack` does for whole volumes.
+  """
+
+  def __init__(self, source, prepare, context: int):
+    self._source, self._prepare, self._context = source, prepare, context
+    self._index: dict[tuple[str, int], int] = {}
+    self._num_slices: dict[str, int] = {}
+    for index in range(len(source)):
+      example = source[index]
+      subject = _text(example["subject_id"])
+      self._index[subject, int(example["slice_index"])] = index
+      self._num_slices[subject] = int(example["num_slices"])
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int):
+    centre = self._source[index]
+    subject, position = _text(centre["subject_id"]), int(centre["slice_index"])
+    last = self._num_slices[subject] - 1
+    stack = [self._prepare(centre if offset == 0 else
+                           self._source[self._index[subject, min(max(position + offset, 0),
+                                                                 last)]])
+             for offset in range(-self._context, self._context + 1)]
+    return {key: np.concatenate([s[key] for s in stack], axis=-1) for key in stack[0]}
+
+
+class _Concatenated:
+  """Several data sources one after the other, as one data source."""
+
+  def __init__(self, sources):
+    self._sources = list(sources)
+    self._starts = np.cumsum([0] + [len(s) for s in self._sources])
+
+  def __len__(self) -> int:
+    return int(self._starts[-1])
+
+  def __getitem__(self, index: int):
+    which = int(np.searchsorted(self._starts, index, side="right")) - 1
+    return self._sources[which][index - int(self._starts[which])]
+
+
+def context_stack(volume: np.ndarray, context: int) -> np.ndarray:
+  """(S, H, W, C) slices -> (S, H, W, C * (2 * context + 1)): each with its neighbours.
+
+  The whole-volume form of the 2.5D input the model trained on (`_WithContext`):
+  slice-major channels, the end slices repeated beyond the volume.
+  """
+  if context == 0:
+    return volume
+  last = len(volume) - 1
+  positions = np.arange(len(volume))
+  return np.concatenate([volume[np.clip(positions + offset, 0, last)]
+                         for offset in range(-context, context + 1)], axis=-1)
 
 
 def subject_brain_values(source, healthy_only: bool) -> dict[str, np.ndarray]:
@@ -235,17 +309,55 @@ def _process_share(global_batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]
 
 def train_batches(builder, batch_size: int, seed: int, start_step: int = 0,
                   split: str = "train", dataset_config=None,
-                  standard: standardize.StandardScale | None = None,
+                  standard: standardize.StandardScale | None = None, pooled=(),
                   ) -> Iterator[dict[str, np.ndarray]]:
-  """Endless shuffled batches, starting at batch `start_step`.
+  """Endless shuffled batches of `training_slices`, starting at batch `start_step`.
 
-  A batch is a dict: "image" (B, H, W, 1) float32 and "brain_mask" (B, H, W, 1)
-  bool. Each process reads its own 1/process_count of every batch (`batch_size`
-  is global), so a multi-host run assembles one global batch per step. With a
-  `dataset_config`, its `train_slices` protocol picks the slices; with a
-  `standard` scale, images are standardised (data_prep/standardize.py).
+  A batch is a dict: "image" (B, H, W, C) float32 and "brain_mask" (B, H, W, C)
+  bool (C = 1 for one modality in 2D). Each process reads its own
+  1/process_count of every batch (`batch_size` is global), so a multi-host run
+  assembles one global batch per step.
   """
-  source = split_source(builder, split)
+  dataset = (grain.MapDataset.source(
+      training_slices(builder, split, dataset_config, standard, pooled))
+             .seed(seed)
+             .shuffle()
+             .repeat(None)
+             .batch(batch_size, drop_remainder=True)
+             .map(_process_share))
+  dataset = dataset.slice(slice(start_step, None))
+  return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
+
+
+def training_slices(builder, split: str = "train", dataset_config=None,
+                    standard: standardize.StandardScale | None = None, pooled=()):
+  """The training examples of a split (and of the `pooled` datasets), as one data source.
+
+  With a `dataset_config`, its `train_slices` protocol picks the slices and its
+  `context_slices` stacks each slice's neighbours; with a `standard` scale,
+  images are standardised (data_prep/standardize.py). `pooled`: builders of
+  further datasets whose every split joins, by the same protocol.
+  """
+  groups = [(builder, [training_source(split_source(builder, split), dataset_config,
+                                      standard)])]
+  groups += [(other, [training_source(split_source(other, name), dataset_config)
+                      for name in other.info.splits]) for other in pooled]
+  counts = [sum(len(s) for s in sources) for _, sources in groups]
+  for (source_builder, _), count in zip(groups, counts, strict=True):
+    if not count:
+      margin = "" if dataset_config is None else (
+          f" ({dataset_config.train_slices}, margin {dataset_config.lesion_margin_slices})")
+      raise UserError(f"dataset {source_builder.name}: no training slices{margin}")
+  if pooled:
+    logging.info("training slices: %s", ", ".join(
+        f"{b.name} {n}" for (b, _), n in zip(groups, counts, strict=True)))
+  sources = [source for _, group in groups for source in group]
+  return sources[0] if len(sources) == 1 else _Concatenated(sources)
+
+
+def training_source(source, dataset_config=None,
+                    standard: standardize.StandardScale | None = None):
+  """The training examples (`training_example`) a split's data source gives, as a data source."""
   prepare = training_example
   if standard is not None:  # each slice by its subject's landmarks, as whole volumes are
     marks = {subject: standardize.landmarks(values, standard.percentiles)
@@ -256,17 +368,14 @@ def train_batches(builder, batch_size: int, seed: int, start_step: int = 0,
                                 marks[_text(example["subject_id"])])
       return training_example({**example, "image": image})
 
-  if dataset_config is not None and dataset_config.train_slices != "all":
-    source = _Subset(source, training_indices(source, dataset_config))
-  dataset = (grain.MapDataset.source(source)
-             .seed(seed)
-             .shuffle()
-             .repeat(None)
-             .map(prepare)
-             .batch(batch_size, drop_remainder=True)
-             .map(_process_share))
-  dataset = dataset.slice(slice(start_step, None))
-  return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
+  if dataset_config is None:
+    return _Prepared(source, prepare)
+  context = dataset_config.context_slices
+  examples = (_WithContext(source, prepare, context) if context
+              else _Prepared(source, prepare))
+  if dataset_config.train_slices == "all":
+    return examples
+  return _Subset(examples, training_indices(source, dataset_config))
 
 
 @dataclasses.dataclass(frozen=True)

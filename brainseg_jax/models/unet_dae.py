@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from brainseg_jax import config as config_lib
 from brainseg_jax.errors import UserError, positive_int, require
 from brainseg_jax.models import dae, reconstruction, unet
 
@@ -47,17 +48,25 @@ def shifted_coarse_noise(rng, shape, noise_std: float, noise_resolution: int):
 
 
 def noisy_brain(rng, images, brain_mask, noise_std: float, noise_resolution: int,
-                fine_noise_std: float = 0.0, fine_noise_resolution: int = 0):
+                fine_noise_std: float = 0.0, fine_noise_resolution: int = 0,
+                slice_blocks: int = 1):
   """`images` with shifted coarse noise added inside `brain_mask`; untouched outside it.
 
   With `fine_noise_resolution` > 0 a second, finer noise is added on top: the
   model then also learns to erase blobs the size of small lesions, which the
   coarse grid's blobs (about 14 mm on the template's field) are much larger than.
+  `slice_blocks` > 1 (2.5D input: the channels are that many slices' blocks)
+  puts the same noise on every slice of the stack: a blob then runs through
+  the neighbours as a lesion does. Noise drawn per slice would teach the model
+  that what the neighbours agree on is real, and so to keep lesions.
   """
-  noise = shifted_coarse_noise(rng, images.shape, noise_std, noise_resolution)
+  batch, height, width, channels = images.shape
+  shape = (batch, height, width, channels // slice_blocks)
+  noise = shifted_coarse_noise(rng, shape, noise_std, noise_resolution)
   if fine_noise_resolution:  # its own key; without it, the coarse noise is as it always was
-    noise += shifted_coarse_noise(jax.random.fold_in(rng, 1), images.shape, fine_noise_std,
+    noise += shifted_coarse_noise(jax.random.fold_in(rng, 1), shape, fine_noise_std,
                                   fine_noise_resolution)
+  noise = jnp.tile(noise, (1, 1, 1, slice_blocks))
   return images + jnp.where(brain_mask, noise, 0.0)
 
 
@@ -71,11 +80,15 @@ def brain_squared_error(recon, images, brain_mask):
 
 
 def loss_fn(module, params, batch, rng, noise_std=0.2, noise_resolution=16, fine_noise_std=0.0,
-            fine_noise_resolution=0):
-  """Reconstruction of the slice noised inside its brain vs the clean slice, in the brain."""
+            fine_noise_resolution=0, slice_blocks=1):
+  """Reconstruction of the slice noised inside its brain vs the clean slice, in the brain.
+
+  2.5D: every slice of the stack is reconstructed (each in its own brain mask);
+  the anomaly map is the centre's (scoring.VolumeScorer).
+  """
   images, brain_mask = batch["image"], batch["brain_mask"]
   noisy = noisy_brain(rng, images, brain_mask, noise_std, noise_resolution, fine_noise_std,
-                      fine_noise_resolution)
+                      fine_noise_resolution, slice_blocks)
   loss = brain_squared_error(module.apply({"params": params}, noisy), images, brain_mask)
   return loss, {"loss": loss}
 
@@ -89,7 +102,8 @@ def create_model(config: ml_collections.ConfigDict):
   loss = functools.partial(loss_fn, module, noise_std=config.model.noise_std,
                            noise_resolution=config.model.noise_resolution,
                            fine_noise_std=config.model.fine_noise_std,
-                           fine_noise_resolution=config.model.fine_noise_resolution)
+                           fine_noise_resolution=config.model.fine_noise_resolution,
+                           slice_blocks=2 * config_lib.context_slices(config) + 1)
   return reconstruction.make_model("unet_dae", module, loss, functools.partial(reconstruct, module),
                                    config)
 

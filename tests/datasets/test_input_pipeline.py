@@ -75,3 +75,51 @@ def test_a_split_the_build_left_empty_is_a_one_line_error(tmp_path, monkeypatch)
   assert len(input_pipeline.split_source(builder, "train")) > 0
   with pytest.raises(UserError, match="has no 'validation' split .* left out at build time"):
     input_pipeline.split_source(builder, "validation")
+
+
+def test_context_stack_puts_each_slice_between_its_neighbours():
+  volume = np.arange(4, dtype=np.float32).reshape(4, 1, 1, 1) * np.ones((1, 2, 2, 1), np.float32)
+  stacked = input_pipeline.context_stack(volume, 1)
+  assert stacked.shape == (4, 2, 2, 3)
+  np.testing.assert_array_equal(stacked[:, 0, 0], [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 3]])
+  assert input_pipeline.context_stack(volume, 0) is volume
+
+
+def test_a_2_5d_training_slice_is_the_stack_scoring_builds(tmp_path, monkeypatch):
+  """Training and scoring must give a model the same neighbours in the same order."""
+  config, builder = lgg_fixture.build(tmp_path, monkeypatch)
+  config.train_slices, config.lesion_margin_slices, config.context_slices = "lesion_free", 2, 1
+  raw = builder.as_data_source(split="train")
+  kept = input_pipeline.training_indices(raw, config)
+  examples = input_pipeline.training_slices(builder, "train", config)
+  assert len(examples) == len(kept) > 0
+  volumes = {v.subject_id: v for v in input_pipeline.load_volumes(builder, "train")}
+  for position in (0, len(kept) // 2, len(kept) - 1):
+    centre = raw[int(kept[position])]
+    volume = volumes[centre["subject_id"].decode()]
+    k = int(centre["slice_index"])
+    example = examples[position]
+    assert example["image"].shape == example["brain_mask"].shape == (32, 32, 3)
+    np.testing.assert_array_equal(example["image"],
+                                  input_pipeline.context_stack(volume.image, 1)[k])
+    np.testing.assert_array_equal(example["brain_mask"],
+                                  input_pipeline.context_stack(volume.brain_mask, 1)[k])
+  batch = next(input_pipeline.train_batches(builder, 4, seed=0, dataset_config=config))
+  assert batch["image"].shape == batch["brain_mask"].shape == (4, 32, 32, 3)
+
+
+def test_pooled_datasets_add_every_split_by_the_same_protocol(tmp_path, monkeypatch):
+  config, builder = lgg_fixture.build(tmp_path / "a", monkeypatch)
+  other_config, other = lgg_fixture.build(tmp_path / "b", monkeypatch)
+  config.train_slices = other_config.train_slices = "lesion_free"
+  alone = input_pipeline.training_slices(builder, "train", config)
+  pooled = input_pipeline.training_slices(builder, "train", config, pooled=[other])
+  every_split = [input_pipeline.training_slices(other, split, config)
+                 for split in other.info.splits]
+  assert len(pooled) == len(alone) + sum(len(s) for s in every_split)
+  np.testing.assert_array_equal(pooled[len(pooled) - 1]["image"],
+                                every_split[-1][len(every_split[-1]) - 1]["image"])
+  config.lesion_margin_slices = 1000  # no slice is that far from a lesion
+  with pytest.raises(UserError, match="dataset lgg: no training slices"):
+    input_pipeline.training_slices(other, "train", config)
+

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from brainseg_jax import config as config_lib
+from brainseg_jax import scoring
+from brainseg_jax.datasets import input_pipeline
 from brainseg_jax.errors import UserError
-from brainseg_jax.models import create_model, dae, unet, unet_dae
+from brainseg_jax.models import create_model, create_train_state, dae, unet, unet_dae
 from configs import unet_dae as unet_dae_config
 from tests.helpers import as_batch
 
@@ -83,6 +85,36 @@ def test_fine_noise_adds_small_blobs_and_leaves_the_coarse_noise_alone():
   # finer: neighbouring pixels two apart differ more than in the coarse noise
   assert (np.abs(np.diff(both - coarse, n=2, axis=1)).mean()
           > 2 * np.abs(np.diff(coarse, n=2, axis=1)).mean() * 0.1 / 0.2)
+
+
+def test_2_5d_noise_is_the_same_blob_on_every_slice_of_the_stack():
+  """A lesion runs through neighbouring slices; noise that did not would teach the model to
+  keep whatever the neighbours agree on."""
+  images = np.zeros((2, 64, 64, 3), np.float32)
+  brain = np.broadcast_to(disc_mask(2, 64), (2, 64, 64, 3)).copy()
+  brain[..., 0] &= np.arange(64)[None, :, None] < 40  # a neighbour with less brain
+  noise = np.asarray(unet_dae.noisy_brain(jax.random.key(0), images, brain, 0.2, 16,
+                                          slice_blocks=3))
+  np.testing.assert_array_equal(noise[..., 1], noise[..., 2])
+  both = brain[..., 0]
+  np.testing.assert_array_equal(noise[..., 0][both], noise[..., 1][both])
+  assert np.all(noise[..., 0][~brain[..., 0]] == 0.0)  # each slice's own brain
+  assert noise[..., 1][both].std() > 0.1
+
+
+def test_a_2_5d_model_reconstructs_the_stack_and_scores_the_centre():
+  config = unet_dae_config.get_config("smoke")
+  config.dataset.resolution, config.dataset.context_slices = 32, 1
+  model = create_model(config)
+  state = create_train_state(model, config)
+  scorer = scoring.scorer_for(model, config)
+  volume = np.random.default_rng(0).random((5, 32, 32, 1)).astype(np.float32)
+  brain = np.ones((5, 32, 32, 1), bool)
+  recon, anomaly = scorer(scorer.place(state), volume, brain)
+  assert recon.shape == anomaly.shape == (5, 32, 32, 1)
+  stacked = model.reconstruct(state, input_pipeline.context_stack(volume, 1))
+  np.testing.assert_allclose(recon, stacked[..., 1:2], atol=1e-5)
+  np.testing.assert_allclose(anomaly, np.maximum(volume - recon, 0.0), atol=1e-5)
 
 
 def test_fine_noise_must_be_finer():
