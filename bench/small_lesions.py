@@ -173,8 +173,8 @@ def table(root: str, names: list[str]) -> tuple[str, dict]:
   lines = ["| model | " + " | ".join(f"{TEST_SETS[t][0]}: Dice / AUPRC" for t in TEST_SETS)
            + " | LGG validation: best Dice |", "| --- |" + " ---: |" * (len(TEST_SETS) + 1)]
   for name in rows:
-    cells = [f"{_cell(r['dice'])} / {_cell(r['auprc'])}" if (r := rows[name].get(t)) else "-"
-             for t in TEST_SETS]
+    cells = [f"{_cell(r['dice'])} / {_cell(r['auprc'])}" if (r := rows[name].get(t))
+             else "trained on" if t in TRAINED_ON.get(name, ()) else "-" for t in TEST_SETS]
     cells.append(_cell(rows[name]["lgg"]["validation"]) if "lgg" in rows[name] else "-")
     lines.append(f"| {MODELS[name][2]} (`{name}`) | " + " | ".join(cells) + " |")
   out = "\n".join(lines) + "\n"

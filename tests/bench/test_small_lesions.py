@@ -44,3 +44,14 @@ def test_the_threshold_row_of_the_same_post_processing_is_the_reference(tmp_path
   _write(tmp_path, "unet_64_erosion2", "elderly", 0.65, 0.65)
   _, rows = small_lesions.table(str(tmp_path), list(small_lesions.MODELS))
   assert small_lesions.outcome(rows).endswith("threshold Dice **0.700** AUPRC **0.700**")
+
+
+def test_a_pooled_model_is_never_tested_on_a_source_it_trained_on(tmp_path):
+  """Leave one dataset out: LGG + TCGA is scored on the elderly scans and LGG test only."""
+  steps = small_lesions.commands("unet_64_pool_tcga", "R", "LGG", "SHARED")
+  assert [workdir for workdir, _ in steps] == ["R/unet_64_pool_tcga/lgg",
+                                              "R/unet_64_pool_tcga/elderly"]
+  assert "--config.dataset.pool=('brats_glioma=SHARED/tcga_glioma',)" in steps[0][1]
+  _write(tmp_path, "unet_64_pool_tcga", "elderly", 0.5, 0.6)
+  tables, _ = small_lesions.table(str(tmp_path), ["unet_64_pool_tcga"])
+  assert "(`unet_64_pool_tcga`) | 0.500 / 0.600 | trained on | - |" in tables
