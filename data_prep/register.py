@@ -128,12 +128,15 @@ def initial_translation(moving: sitk.Image) -> np.ndarray:
   return centre
 
 
-@functools.lru_cache(maxsize=1)
 def _template_brain_half_height() -> float:
-  """mm from the template brain's centre up to its top (RAS z)."""
-  _, mask, t_affine = template.load()
-  t_world = np.argwhere(mask) @ t_affine[:3, :3].T + t_affine[:3, 3]
-  return float(t_world[:, 2].max() - template.brain_centre_world()[2])
+  """mm from the template brain's centre up to its top (RAS z): half its bounding box's height.
+
+  The template's axes are RAS-aligned (a diagonal affine), so the box in voxels
+  (template.brain_bounds, cached) scales to mm by the z voxel size.
+  """
+  _, _, t_affine = template.load()
+  lo, hi = template.brain_bounds()
+  return float((hi[2] - lo[2]) / 2.0 * t_affine[2, 2])
 
 
 def register_affine(moving: sitk.Image, seed: int = 1, metric: str = "mattes_mi",

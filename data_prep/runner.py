@@ -62,6 +62,12 @@ def _run_one(args) -> tuple[str, str, str]:
   return case.subject_id, "ok", path
 
 
+def _pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+  """`workers` spawned processes (see the module docstring for why spawn)."""
+  return concurrent.futures.ProcessPoolExecutor(
+      max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
 def parallel_map(fn, items, workers: int | None = None) -> list:
   """[fn(item) for item in items], one item per worker process at a time, in order.
 
@@ -72,8 +78,7 @@ def parallel_map(fn, items, workers: int | None = None) -> list:
   workers = workers or num_workers()
   if workers == 1 or len(items) <= 1:
     return [fn(item) for item in items]
-  context = multiprocessing.get_context("spawn")
-  with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+  with _pool(workers) as pool:
     return list(pool.map(fn, items))
 
 
@@ -82,8 +87,7 @@ def _results(todo, workers: int):
   if workers == 1 or len(todo) <= 1:
     yield from map(_run_one, todo)
     return
-  context = multiprocessing.get_context("spawn")
-  with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+  with _pool(workers) as pool:
     futures = [pool.submit(_run_one, job) for job in todo]
     for future in concurrent.futures.as_completed(futures):
       yield future.result()
