@@ -63,9 +63,14 @@ MODELS = {
                     "denoising U-Net, 64x64, intensity augmentation", None),
     "unet_64_fine": ("unet_dae", ("num_train_steps=2400", "model.fine_noise_resolution=32"),
                      "denoising U-Net, 64x64, + fine noise (32 grid, std 0.1)", None),
-    "unet_64_ctx1": ("unet_dae", ("num_train_steps=2400", "dataset.context_slices=1"),
-                     "denoising U-Net, 64x64, 2.5D (the slice and one neighbour each side)",
-                     None),
+    # 2.5D: the slice and one neighbour each side in, the centre's map out.
+    "unet_64_ctx1": ("unet_dae", ("num_train_steps=2400", "dataset.context_slices=1",
+                                  "model.slice_noise=shared"),
+                     "denoising U-Net, 64x64, 2.5D, the same noise on all three slices", None),
+    "unet_64_ctx1_mixed": ("unet_dae", ("num_train_steps=2400", "dataset.context_slices=1",
+                                        "model.slice_noise=mixed"),
+                           "denoising U-Net, 64x64, 2.5D, neighbours' noise partly the centre's",
+                           None),
     # Leave one dataset out: LGG pooled with every other source but the held-out one
     # (`{shared}`: the --shared folder). Its cells of the pooled sources are not test results.
     "unet_64_pool_tcga": ("unet_dae", ("num_train_steps=2400",

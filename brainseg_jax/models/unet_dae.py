@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from brainseg_jax import config as config_lib
-from brainseg_jax.errors import UserError, positive_int, require
+from brainseg_jax.errors import UserError, one_of, positive_int, require
 from brainseg_jax.models import dae, reconstruction, unet
 
 
@@ -47,26 +47,50 @@ def shifted_coarse_noise(rng, shape, noise_std: float, noise_resolution: int):
   return jax.vmap(window)(padded, rows, cols)
 
 
+# model.slice_noise: how the noise of a 2.5D stack's neighbours relates to the centre slice's.
+SLICE_NOISE = {
+    "shared": "the centre's noise on every slice of the stack",
+    "mixed": "each neighbour's noise rho * the centre's + sqrt(1 - rho^2) * its own, rho drawn "
+             "uniformly in [0, 1] per example",
+}
+
+
 def noisy_brain(rng, images, brain_mask, noise_std: float, noise_resolution: int,
                 fine_noise_std: float = 0.0, fine_noise_resolution: int = 0,
-                slice_blocks: int = 1):
+                slice_blocks: int = 1, slice_noise: str = "mixed"):
   """`images` with shifted coarse noise added inside `brain_mask`; untouched outside it.
 
   With `fine_noise_resolution` > 0 a second, finer noise is added on top: the
   model then also learns to erase blobs the size of small lesions, which the
   coarse grid's blobs (about 14 mm on the template's field) are much larger than.
-  `slice_blocks` > 1 (2.5D input: the channels are that many slices' blocks)
-  puts the same noise on every slice of the stack: a blob then runs through
-  the neighbours as a lesion does. Noise drawn per slice would teach the model
-  that what the neighbours agree on is real, and so to keep lesions.
+
+  `slice_blocks` > 1: 2.5D input, the channels are that many slices' blocks,
+  the centre slice in the middle. How their noise relates matters: noise drawn
+  for each slice alone tells the model that what the neighbours agree on is real
+  (a lesion runs through them), and the same noise on every slice ("shared")
+  that what is identical across them is noise (a lesion is not: it changes from
+  slice to slice); both are shortcuts no lesion follows. "mixed" draws the
+  agreement at random, from identical to independent.
   """
+  def draw(key, shape):
+    noise = shifted_coarse_noise(key, shape, noise_std, noise_resolution)
+    if fine_noise_resolution:  # its own key; without it, the coarse noise is as it always was
+      noise += shifted_coarse_noise(jax.random.fold_in(key, 1), shape, fine_noise_std,
+                                    fine_noise_resolution)
+    return noise
+
   batch, height, width, channels = images.shape
-  shape = (batch, height, width, channels // slice_blocks)
-  noise = shifted_coarse_noise(rng, shape, noise_std, noise_resolution)
-  if fine_noise_resolution:  # its own key; without it, the coarse noise is as it always was
-    noise += shifted_coarse_noise(jax.random.fold_in(rng, 1), shape, fine_noise_std,
-                                  fine_noise_resolution)
-  noise = jnp.tile(noise, (1, 1, 1, slice_blocks))
+  per_slice = channels // slice_blocks  # channels of one slice
+  if slice_blocks == 1 or slice_noise == "shared":
+    noise = jnp.tile(draw(rng, (batch, height, width, per_slice)), (1, 1, 1, slice_blocks))
+  else:
+    centre_rng, own_rng, rho_rng = jax.random.split(rng, 3)
+    centre = draw(centre_rng, (batch, height, width, per_slice))
+    own = draw(own_rng, images.shape)
+    rho = jax.random.uniform(rho_rng, (batch, 1, 1, 1))
+    is_centre = (jnp.arange(channels) // per_slice) == slice_blocks // 2
+    rho = jnp.where(is_centre, 1.0, rho)
+    noise = rho * jnp.tile(centre, (1, 1, 1, slice_blocks)) + jnp.sqrt(1.0 - rho ** 2) * own
   return images + jnp.where(brain_mask, noise, 0.0)
 
 
@@ -80,7 +104,7 @@ def brain_squared_error(recon, images, brain_mask):
 
 
 def loss_fn(module, params, batch, rng, noise_std=0.2, noise_resolution=16, fine_noise_std=0.0,
-            fine_noise_resolution=0, slice_blocks=1):
+            fine_noise_resolution=0, slice_blocks=1, slice_noise="mixed"):
   """Reconstruction of the slice noised inside its brain vs the clean slice, in the brain.
 
   2.5D: every slice of the stack is reconstructed (each in its own brain mask);
@@ -88,7 +112,7 @@ def loss_fn(module, params, batch, rng, noise_std=0.2, noise_resolution=16, fine
   """
   images, brain_mask = batch["image"], batch["brain_mask"]
   noisy = noisy_brain(rng, images, brain_mask, noise_std, noise_resolution, fine_noise_std,
-                      fine_noise_resolution, slice_blocks)
+                      fine_noise_resolution, slice_blocks, slice_noise)
   loss = brain_squared_error(module.apply({"params": params}, noisy), images, brain_mask)
   return loss, {"loss": loss}
 
@@ -103,7 +127,8 @@ def create_model(config: ml_collections.ConfigDict):
                            noise_resolution=config.model.noise_resolution,
                            fine_noise_std=config.model.fine_noise_std,
                            fine_noise_resolution=config.model.fine_noise_resolution,
-                           slice_blocks=2 * config_lib.context_slices(config) + 1)
+                           slice_blocks=2 * config_lib.context_slices(config) + 1,
+                           slice_noise=config.model.slice_noise)
   return reconstruction.make_model("unet_dae", module, loss, functools.partial(reconstruct, module),
                                    config)
 
@@ -125,6 +150,8 @@ def model_config() -> ml_collections.ConfigDict:
   # A second, finer noise for small lesions (0: none), e.g. 32 at 64x64: ~7 mm blobs.
   model.fine_noise_std = 0.1
   model.fine_noise_resolution = 0
+  # 2.5D (dataset.context_slices > 0): the neighbours' noise against the centre's (SLICE_NOISE).
+  model.slice_noise = "mixed"
   return model
 
 
@@ -147,6 +174,7 @@ def check(config: ml_collections.ConfigDict) -> None:
                     f"2^{model.levels - 1} = {halvings}, the U-Net's downsampling "
                     f"(model.levels = {model.levels}: one halving per level below the first)")
   dae.check_noise(config)
+  one_of(model.slice_noise, tuple(SLICE_NOISE), "model.slice_noise")
   positive_int(model, "fine_noise_resolution", "model.", minimum=0)
   if model.fine_noise_resolution:
     require(model.fine_noise_std > 0, "model.fine_noise_std", model.fine_noise_std,

@@ -87,19 +87,36 @@ def test_fine_noise_adds_small_blobs_and_leaves_the_coarse_noise_alone():
           > 2 * np.abs(np.diff(coarse, n=2, axis=1)).mean() * 0.1 / 0.2)
 
 
-def test_2_5d_noise_is_the_same_blob_on_every_slice_of_the_stack():
-  """A lesion runs through neighbouring slices; noise that did not would teach the model to
-  keep whatever the neighbours agree on."""
-  images = np.zeros((2, 64, 64, 3), np.float32)
-  brain = np.broadcast_to(disc_mask(2, 64), (2, 64, 64, 3)).copy()
+def _stack_brain(batch):
+  brain = np.broadcast_to(disc_mask(batch, 64), (batch, 64, 64, 3)).copy()
   brain[..., 0] &= np.arange(64)[None, :, None] < 40  # a neighbour with less brain
+  return brain
+
+
+def test_shared_2_5d_noise_is_the_same_blob_on_every_slice_of_the_stack():
+  images, brain = np.zeros((2, 64, 64, 3), np.float32), _stack_brain(2)
   noise = np.asarray(unet_dae.noisy_brain(jax.random.key(0), images, brain, 0.2, 16,
-                                          slice_blocks=3))
+                                          slice_blocks=3, slice_noise="shared"))
   np.testing.assert_array_equal(noise[..., 1], noise[..., 2])
   both = brain[..., 0]
   np.testing.assert_array_equal(noise[..., 0][both], noise[..., 1][both])
   assert np.all(noise[..., 0][~brain[..., 0]] == 0.0)  # each slice's own brain
   assert noise[..., 1][both].std() > 0.1
+
+
+def test_mixed_2_5d_noise_agrees_with_the_centre_by_a_random_amount():
+  """Neither agreement nor disagreement with the neighbours may mark noise."""
+  images, brain = np.zeros((64, 64, 64, 3), np.float32), _stack_brain(64)
+  noise = np.asarray(unet_dae.noisy_brain(jax.random.key(0), images, brain, 0.2, 16,
+                                          slice_blocks=3))
+  centre = noise[..., 1]
+  assert np.all(noise[..., 0][~brain[..., 0]] == 0.0)
+  inside = brain[..., 2]
+  agreement = [np.corrcoef(centre[i][inside[i]], noise[i, ..., 2][inside[i]])[0, 1]
+               for i in range(64)]
+  assert min(agreement) < 0.3 and max(agreement) > 0.9
+  strength = [noise[..., c][brain[..., c]].std() for c in range(3)]
+  assert max(strength) < 1.2 * min(strength)  # every slice's noise as strong as the centre's
 
 
 def test_a_2_5d_model_reconstructs_the_stack_and_scores_the_centre():
