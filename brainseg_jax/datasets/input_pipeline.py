@@ -318,8 +318,8 @@ def train_batches(builder, batch_size: int, seed: int, start_step: int = 0,
   1/process_count of every batch (`batch_size` is global), so a multi-host run
   assembles one global batch per step.
   """
-  dataset = (grain.MapDataset.source(
-      training_slices(builder, split, dataset_config, standard, pooled))
+  source = training_slices(builder, split, dataset_config, standard, pooled)
+  dataset = (grain.MapDataset.source(source)
              .seed(seed)
              .shuffle()
              .repeat(None)
