@@ -45,6 +45,9 @@ MODELS = {
                               "FLAIR intensity threshold, 64x64, brain mask eroded by 2 voxels",
                               "threshold_64"),
     "unet_64": ("unet_dae", ("num_train_steps=2400",), "denoising U-Net, 64x64", None),
+    # The same run from another seed (initialisation, noise, batch order): how far rows move.
+    "unet_64_seed1": ("unet_dae", ("num_train_steps=2400", "seed=1"),
+                      "denoising U-Net, 64x64, seed 1", None),
     "unet_64_median3": ("unet_dae", ("num_train_steps=2400",
                                      "eval.postprocess.median_filter_size=3"),
                         "denoising U-Net, 64x64, 3x3 median filter", "unet_64"),
