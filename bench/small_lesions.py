@@ -77,10 +77,10 @@ MODELS = {
     # Leave one dataset out: LGG pooled with every other source but the held-out one
     # (`{shared}`: the --shared folder). Its cells of the pooled sources are not test results.
     "unet_64_pool_tcga": ("unet_dae", ("num_train_steps=2400",
-                                       "dataset.pool=('brats_glioma={shared}/tcga_glioma',)"),
+                                       'dataset.pool=("brats_glioma={shared}/tcga_glioma",)'),
                           "denoising U-Net, 64x64, LGG + TCGA slices (elderly held out)", None),
     "unet_64_pool_elderly": ("unet_dae", ("num_train_steps=2400",
-                                          "dataset.pool=('elderly_flair={shared}/elderly_flair',)"),
+                                          'dataset.pool=("elderly_flair={shared}/elderly_flair",)'),
                              "denoising U-Net, 64x64, LGG + elderly slices (TCGA held out)",
                              None),
     "threshold_128": ("threshold", ("dataset.resolution=128",),

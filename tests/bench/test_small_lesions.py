@@ -51,7 +51,7 @@ def test_a_pooled_model_is_never_tested_on_a_source_it_trained_on(tmp_path):
   steps = small_lesions.commands("unet_64_pool_tcga", "R", "LGG", "SHARED")
   assert [workdir for workdir, _ in steps] == ["R/unet_64_pool_tcga/lgg",
                                               "R/unet_64_pool_tcga/elderly"]
-  assert "--config.dataset.pool=('brats_glioma=SHARED/tcga_glioma',)" in steps[0][1]
+  assert '--config.dataset.pool=("brats_glioma=SHARED/tcga_glioma",)' in steps[0][1]
   _write(tmp_path, "unet_64_pool_tcga", "elderly", 0.5, 0.6)
   tables, _ = small_lesions.table(str(tmp_path), ["unet_64_pool_tcga"])
   assert "(`unet_64_pool_tcga`) | 0.500 / 0.600 | trained on | - |" in tables
