@@ -218,6 +218,37 @@ def outcome(rows: dict) -> str:
           f"**{reference['auprc']:.3f}**")
 
 
+# The 2D U-Net against the 2.5D ones on one LGG test slice: (run, caption) of each strip.
+FIGURE_RUNS = (("unet_64", "2D U-Net (unet_64): the tumour is removed"),
+               ("unet_64_ctx1", "2.5D, the same noise on 3 slices (unet_64_ctx1): partly kept"),
+               ("unet_64_ctx1_mixed", "2.5D, mixed noise (unet_64_ctx1_mixed): most of it kept"))
+
+
+def strips_figure(root: str, output: str, row: int = 1, rows: int = 4) -> None:
+  """Row `row` of each FIGURE_RUNS run's LGG anomaly_maps.png, one strip under another.
+
+  Every run's figure shows the same test slices in the same layout (a title
+  line, then `rows` equal rows), so a strip is a crop of it.
+  """
+  from PIL import Image, ImageDraw  # matplotlib's dependency
+
+  images = [Image.open(os.path.join(root, name, "lgg", "anomaly_maps.png")).convert("RGB")
+            for name, _ in FIGURE_RUNS]
+  width, height = images[0].size
+  title = height // 25  # the column titles above the first row
+  step = (height - title) // rows
+  caption = 34
+  out = Image.new("RGB", (width, title + len(images) * (caption + step)), "white")
+  out.paste(images[0].crop((0, 0, width, title)), (0, 0))
+  draw = ImageDraw.Draw(out)
+  for i, (image, (_, text)) in enumerate(zip(images, FIGURE_RUNS, strict=True)):
+    top = title + i * (caption + step)
+    draw.text((60, top + 8), text, fill="black", font_size=22)
+    out.paste(image.crop((0, title + row * step, width, title + (row + 1) * step)),
+              (0, top + caption))
+  out.save(output, optimize=True)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--root", default="runs/small_lesions")
@@ -227,6 +258,8 @@ def main():
   parser.add_argument("--output", default="docs/results_small_lesions.md")
   parser.add_argument("--table_only", action="store_true", help="write the output from the "
                       "metrics already there, run nothing")
+  parser.add_argument("--figure", default="", help="also write the 2D against 2.5D strips "
+                      "(FIGURE_RUNS) to this PNG")
   args = parser.parse_args()
   names = [n for n in args.models.split(",") if n]
   unknown = [n for n in names if n not in MODELS]
@@ -247,6 +280,8 @@ def main():
   output = pathlib.Path(args.output)
   notes = output.read_text().partition(MARKER)[2] if output.exists() else ""
   output.write_text(f"{text}\n{MARKER}{notes or chr(10)}")
+  if args.figure:
+    strips_figure(root, args.figure)
   print(text)
 
 

@@ -57,7 +57,7 @@ SLICE_NOISE = {
 
 def noisy_brain(rng, images, brain_mask, noise_std: float, noise_resolution: int,
                 fine_noise_std: float = 0.0, fine_noise_resolution: int = 0,
-                slice_blocks: int = 1, slice_noise: str = "mixed"):
+                slice_blocks: int = 1, slice_noise: str = "shared"):
   """`images` with shifted coarse noise added inside `brain_mask`; untouched outside it.
 
   With `fine_noise_resolution` > 0 a second, finer noise is added on top: the
@@ -65,12 +65,12 @@ def noisy_brain(rng, images, brain_mask, noise_std: float, noise_resolution: int
   coarse grid's blobs (about 14 mm on the template's field) are much larger than.
 
   `slice_blocks` > 1: 2.5D input, the channels are that many slices' blocks,
-  the centre slice in the middle. How their noise relates matters: noise drawn
-  for each slice alone tells the model that what the neighbours agree on is real
-  (a lesion runs through them), and the same noise on every slice ("shared")
-  that what is identical across them is noise (a lesion is not: it changes from
-  slice to slice); both are shortcuts no lesion follows. "mixed" draws the
-  agreement at random, from identical to independent.
+  the centre slice in the middle. Noise drawn for each slice alone would tell
+  the model that what the neighbours agree on is real, and a lesion runs
+  through them. "shared" puts the centre's noise on every slice; "mixed" draws
+  the agreement at random, from identical to independent. Neither stops a
+  2.5D U-Net from taking the centre's lesion back from its neighbours: both
+  lost to the 2D U-Net on every test set (docs/results_small_lesions.md).
   """
   def draw(key, shape):
     noise = shifted_coarse_noise(key, shape, noise_std, noise_resolution)
@@ -104,7 +104,7 @@ def brain_squared_error(recon, images, brain_mask):
 
 
 def loss_fn(module, params, batch, rng, noise_std=0.2, noise_resolution=16, fine_noise_std=0.0,
-            fine_noise_resolution=0, slice_blocks=1, slice_noise="mixed"):
+            fine_noise_resolution=0, slice_blocks=1, slice_noise="shared"):
   """Reconstruction of the slice noised inside its brain vs the clean slice, in the brain.
 
   2.5D: every slice of the stack is reconstructed (each in its own brain mask);
@@ -151,7 +151,7 @@ def model_config() -> ml_collections.ConfigDict:
   model.fine_noise_std = 0.1
   model.fine_noise_resolution = 0
   # 2.5D (dataset.context_slices > 0): the neighbours' noise against the centre's (SLICE_NOISE).
-  model.slice_noise = "mixed"
+  model.slice_noise = "shared"
   return model
 
 

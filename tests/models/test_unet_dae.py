@@ -108,7 +108,7 @@ def test_mixed_2_5d_noise_agrees_with_the_centre_by_a_random_amount():
   """Neither agreement nor disagreement with the neighbours may mark noise."""
   images, brain = np.zeros((64, 64, 64, 3), np.float32), _stack_brain(64)
   noise = np.asarray(unet_dae.noisy_brain(jax.random.key(0), images, brain, 0.2, 16,
-                                          slice_blocks=3))
+                                          slice_blocks=3, slice_noise="mixed"))
   centre = noise[..., 1]
   assert np.all(noise[..., 0][~brain[..., 0]] == 0.0)
   inside = brain[..., 2]
