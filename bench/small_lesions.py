@@ -83,6 +83,13 @@ MODELS = {
                                           'dataset.pool=("elderly_flair={shared}/elderly_flair",)'),
                              "denoising U-Net, 64x64, LGG + elderly slices (TCGA held out)",
                              None),
+    # The third leg, LGG held out: trained on the other two sources only, thresholds from the
+    # elderly validation scans (`{lgg}`: the --lgg folder), scored on the LGG test patients.
+    "unet_64_pool_nolgg": ("unet_dae", ("num_train_steps=2400", "dataset.name=elderly_flair",
+                                        "dataset.manual_dir={shared}/elderly_flair",
+                                        'dataset.pool=("brats_glioma={shared}/tcga_glioma",)',
+                                        "eval.test_dataset=lgg", "eval.test_manual_dir={lgg}"),
+                           "denoising U-Net, 64x64, elderly + TCGA slices (LGG held out)", None),
     "threshold_128": ("threshold", ("dataset.resolution=128",),
                       "FLAIR intensity threshold, 128x128", None),
     # 128x128 at a quarter of the 64x64 runs' slices (1200 steps of 16, not 2400 of 32):
@@ -94,7 +101,10 @@ MODELS = {
                       "denoising U-Net, 128x128 (2400 steps of batch 32)", None),
 }
 # The test sets a model's training saw (pooled models): their cells are left out of the tables.
-TRAINED_ON = {"unet_64_pool_tcga": ("tcga",), "unet_64_pool_elderly": ("elderly",)}
+TRAINED_ON = {"unet_64_pool_tcga": ("tcga",), "unet_64_pool_elderly": ("elderly",),
+              "unet_64_pool_nolgg": ("elderly", "tcga")}
+# Models whose thresholds come from another validation set than LGG's (the table says which).
+VALIDATED_ON = {"unet_64_pool_nolgg": "elderly"}
 TEST_SETS = {
     "elderly": ("elderly-FLAIR WMH", "elderly_flair", "elderly_flair"),
     "tcga": ("TCGA gliomas", "brats_glioma", "tcga_glioma"),
@@ -109,9 +119,11 @@ MARKER = "<!-- generated above, by hand below -->"
 def commands(name: str, root: str, lgg: str, shared: str) -> list[tuple[str, list[str]]]:
   """(workdir, argv) of each step of one model: train (+ LGG test), then the other test sets."""
   family, overrides, _, checkpoint_of = MODELS[name]
-  settings = [f"--config=configs/{family}.py:lgg", f"--config.dataset.manual_dir={lgg}",
+  own_data = any(o.startswith("dataset.manual_dir=") for o in overrides)  # not LGG's
+  settings = [f"--config=configs/{family}.py:lgg",
+              *([] if own_data else [f"--config.dataset.manual_dir={lgg}"]),
               "--config.eval.write_nifti=False",
-              *(f"--config.{o.format(shared=shared)}" for o in overrides)]
+              *(f"--config.{o.format(shared=shared, lgg=lgg)}" for o in overrides)]
   evaluate = [sys.executable, "-m", "brainseg_jax.eval", *settings]
   steps = []
   for test_set, (_, dataset, folder) in TEST_SETS.items():
@@ -186,7 +198,10 @@ def table(root: str, names: list[str]) -> tuple[str, dict]:
   for name in rows:
     cells = [f"{_cell(r['dice'])} / {_cell(r['auprc'])}" if (r := rows[name].get(t))
              else "trained on" if t in TRAINED_ON.get(name, ()) else "-" for t in TEST_SETS]
-    cells.append(_cell(rows[name]["lgg"]["validation"]) if "lgg" in rows[name] else "-")
+    validation = _cell(rows[name]["lgg"]["validation"]) if "lgg" in rows[name] else "-"
+    if name in VALIDATED_ON:
+      validation += f" ({VALIDATED_ON[name]} validation)"
+    cells.append(validation)
     lines.append(f"| {MODELS[name][2]} (`{name}`) | " + " | ".join(cells) + " |")
   out = "\n".join(lines) + "\n"
   for test_set, (title, _, _) in TEST_SETS.items():

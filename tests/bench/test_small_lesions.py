@@ -55,3 +55,13 @@ def test_a_pooled_model_is_never_tested_on_a_source_it_trained_on(tmp_path):
   _write(tmp_path, "unet_64_pool_tcga", "elderly", 0.5, 0.6)
   tables, _ = small_lesions.table(str(tmp_path), ["unet_64_pool_tcga"])
   assert "(`unet_64_pool_tcga`) | 0.500 / 0.600 | trained on | - |" in tables
+
+
+def test_the_lgg_held_out_leg_trains_on_the_others_and_scores_lgg_test(tmp_path):
+  (workdir, argv), = small_lesions.commands("unet_64_pool_nolgg", "R", "LGG", "SHARED")
+  assert workdir == "R/unet_64_pool_nolgg/lgg"
+  assert [a for a in argv if "manual_dir" in a] == [
+      "--config.dataset.manual_dir=SHARED/elderly_flair", "--config.eval.test_manual_dir=LGG"]
+  _write(tmp_path, "unet_64_pool_nolgg", "lgg", 0.3, 0.4)
+  tables, _ = small_lesions.table(str(tmp_path), ["unet_64_pool_nolgg"])
+  assert "| trained on | trained on | 0.300 / 0.400 | n/a (elderly validation) |" in tables
