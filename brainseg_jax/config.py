@@ -267,12 +267,16 @@ def _from_json(value):
 def model_differences(config: ml_collections.ConfigDict, saved: dict) -> dict:
   """{key: (saved value, config value)} of the family's model keys that differ from `saved`.
 
-  Keys of the family the saved block lacks count as their defaults (a run made
-  before the key existed); keys the family does not declare are not compared.
+  Only keys that change what a trained model computes are compared: a family's
+  TRAINING_ONLY_KEYS (the noise a denoiser was trained with, a loss weight, a
+  schedule) do not, and a run trained under another value of one is scored the
+  same. Keys of the family the saved block lacks count as their defaults (a run
+  made before the key existed); keys the family does not declare are not compared.
   """
+  family = _family(config.model.name)
   restored = from_saved(saved).model
   return {key: (restored.get(key), config.model.get(key))
-          for key in _family(config.model.name).model_config()
+          for key in family.model_config() if key not in family.TRAINING_ONLY_KEYS
           if _from_json(restored.get(key)) != _from_json(config.model.get(key))}
 
 

@@ -6,6 +6,7 @@ import re
 import pytest
 
 from brainseg_jax import config as config_lib
+from brainseg_jax import models
 from brainseg_jax.errors import UserError
 from configs import ae, dae, fanogan, threshold, unet_dae, vae
 from tests.helpers import run, three_channel_config
@@ -121,6 +122,28 @@ def test_a_changed_model_key_is_named_against_the_saved_config():
   config = unet_dae.get_config("smoke")
   config.model.base_width = 16
   assert config_lib.model_differences(config, saved) == {"base_width": (8, 16)}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_CONFIGS))
+def test_training_only_keys_are_model_keys_and_are_not_compared(name):
+  """A run trained under another noise / loss weight / schedule is scored the same: restorable."""
+  training_only = set(models.FAMILIES[name].TRAINING_ONLY_KEYS)
+  model_keys = set(FAMILY_CONFIGS[name].get_config().model)
+  assert training_only <= model_keys
+  saved = json.loads(json.dumps(FAMILY_CONFIGS[name].get_config("smoke").to_dict()))
+  for key in training_only:
+    value = saved["model"][key]
+    saved["model"][key] = ("mixed" if key == "slice_noise" else
+                           value + 1 if isinstance(value, (int, float)) else value)
+  config = FAMILY_CONFIGS[name].get_config("smoke")
+  assert not config_lib.model_differences(config, saved)
+  network_keys = model_keys - training_only - {"name"}
+  for key in network_keys:  # every other key still tells two models apart
+    changed = json.loads(json.dumps(saved))
+    value = changed["model"][key]
+    changed["model"][key] = (value + 1 if isinstance(value, (int, float)) else
+                             [v * 2 for v in value] if isinstance(value, list) else value + "x")
+    assert key in config_lib.model_differences(config, changed), key
 
 
 def test_a_saved_config_without_a_model_name_is_one_line():

@@ -50,6 +50,11 @@ def create_model(config: ml_collections.ConfigDict):
 # --------------------------------------------------------------------------- config
 
 
+# Model keys that shape training only: a trained model is scored the same whatever their value, so
+# config.model_differences does not compare them. None here: every key shapes the network.
+TRAINING_ONLY_KEYS = ()
+
+
 def model_config() -> ml_collections.ConfigDict:
   """The encoder/bottleneck/decoder keys (layers.Architecture), shared by the AE, VAE and DAE."""
   model = ml_collections.ConfigDict()

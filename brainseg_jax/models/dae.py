@@ -49,6 +49,12 @@ def create_model(config: ml_collections.ConfigDict):
 # --------------------------------------------------------------------------- config
 
 
+# Model keys that shape training only: a trained model is scored the same whatever their value, so
+# config.model_differences does not compare them. The noise is drawn in training only: scoring
+# reconstructs the clean scan.
+TRAINING_ONLY_KEYS = ("noise_std", "noise_resolution")
+
+
 def model_config() -> ml_collections.ConfigDict:
   """The AE's architecture with a spatial bottleneck, and the coarse noise."""
   model = ae.model_config()

@@ -298,6 +298,13 @@ def create_model(config: ml_collections.ConfigDict) -> Model:
 # --------------------------------------------------------------------------- config
 
 
+# Model keys that shape training only: a trained model is scored the same whatever their value, so
+# config.model_differences does not compare them. The stages' schedules and optimisers;
+# feature_weight is not one: slice_score uses it.
+TRAINING_ONLY_KEYS = ("gan_steps", "critic_steps", "gradient_penalty_weight", "gan_learning_rate",
+                      "encoder_learning_rate", "adam_b1", "adam_b2")
+
+
 def model_config() -> ml_collections.ConfigDict:
   """The three networks' sizes and the two stages' schedules and optimisers."""
   model = ml_collections.ConfigDict()

@@ -35,6 +35,11 @@ def create_model(config: ml_collections.ConfigDict) -> Model:
 # --------------------------------------------------------------------------- config
 
 
+# Model keys that shape training only: a trained model is scored the same whatever their value, so
+# config.model_differences does not compare them. Nothing to train.
+TRAINING_ONLY_KEYS = ()
+
+
 def model_config() -> ml_collections.ConfigDict:
   """Nothing to configure but the name."""
   return ml_collections.ConfigDict({"name": "threshold"})

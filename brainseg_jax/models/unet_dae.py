@@ -136,6 +136,13 @@ def create_model(config: ml_collections.ConfigDict):
 # --------------------------------------------------------------------------- config
 
 
+# Model keys that shape training only: a trained model is scored the same whatever their value, so
+# config.model_differences does not compare them. The noise is drawn in training only: scoring
+# denoises the clean scan.
+TRAINING_ONLY_KEYS = (
+    "noise_std", "noise_resolution", "fine_noise_std", "fine_noise_resolution", "slice_noise")
+
+
 def model_config() -> ml_collections.ConfigDict:
   """The U-Net's keys only: none of the autoencoders' (channels, bottleneck, ...) apply."""
   model = ml_collections.ConfigDict()

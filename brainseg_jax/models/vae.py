@@ -73,6 +73,12 @@ def create_model(config: ml_collections.ConfigDict):
 # --------------------------------------------------------------------------- config
 
 
+# Model keys that shape training only: a trained model is scored the same whatever their value, so
+# config.model_differences does not compare them. The KL weight shapes training only: scoring
+# reconstructs from the mean.
+TRAINING_ONLY_KEYS = ("kl_weight",)
+
+
 def model_config() -> ml_collections.ConfigDict:
   """The AE's architecture keys and the weight of the KL term."""
   model = ae.model_config()
