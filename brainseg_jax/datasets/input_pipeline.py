@@ -171,25 +171,48 @@ def lesion_free(slice_has_lesion: np.ndarray, margin: int) -> np.ndarray:
   return ~np.asarray(near, bool)
 
 
-def training_indices(source, dataset_config) -> np.ndarray:
-  """Indices of the examples of `source` that the `train_slices` protocol trains on."""
+@dataclasses.dataclass(frozen=True)
+class SlicePositions:
+  """Where each example of a data source sits in its volume, read in one pass.
+
+  What the training protocols need of every example (`training_indices`, the
+  2.5D neighbours of `_WithContext`) without decoding the whole split once each.
+  """
+
+  subject_id: list[str]
+  slice_index: np.ndarray  # (N,) int: the slice's position in its volume
+  num_slices: np.ndarray  # (N,) int: its volume's slice count
+  has_lesion: np.ndarray  # (N,) bool: the slice's anomaly mask has a voxel
+
+  @classmethod
+  def read(cls, source) -> "SlicePositions":
+    subjects, slice_index, num_slices, has_lesion = [], [], [], []
+    for index in range(len(source)):
+      example = source[index]
+      subjects.append(_text(example["subject_id"]))
+      slice_index.append(int(example["slice_index"]))
+      num_slices.append(int(example["num_slices"]))
+      has_lesion.append(bool(example["anomaly_mask"].any()))
+    return cls(subjects, np.array(slice_index, np.int64), np.array(num_slices, np.int64),
+               np.array(has_lesion, bool))
+
+
+def training_indices(positions: SlicePositions, dataset_config) -> np.ndarray:
+  """Indices of the examples (at `positions`) that the `train_slices` protocol trains on."""
   protocol = dataset_config.train_slices
   if protocol not in TRAIN_SLICES:
     raise UserError(f"dataset.train_slices must be one of {sorted(TRAIN_SLICES)}, "
                     f"got {protocol!r}")
   if protocol == "all":
-    return np.arange(len(source))
-  slices: dict[str, list[tuple[int, int, bool]]] = {}
-  for index in range(len(source)):
-    example = source[index]
-    slices.setdefault(_text(example["subject_id"]), []).append(
-        (int(example["slice_index"]), index, bool(example["anomaly_mask"].any())))
+    return np.arange(len(positions.subject_id))
+  by_subject: dict[str, list[int]] = {}
+  for index, subject in enumerate(positions.subject_id):
+    by_subject.setdefault(subject, []).append(index)
   keep = []
-  for subject_slices in slices.values():
-    subject_slices.sort()
-    clean = lesion_free(np.array([s[2] for s in subject_slices]),
-                        dataset_config.lesion_margin_slices)
-    keep += [index for (_, index, _), ok in zip(subject_slices, clean, strict=True) if ok]
+  for indices in by_subject.values():
+    indices = np.array(indices)[np.argsort(positions.slice_index[indices])]
+    clean = lesion_free(positions.has_lesion[indices], dataset_config.lesion_margin_slices)
+    keep += indices[clean].tolist()
   return np.array(sorted(keep), dtype=np.int64)
 
 
@@ -229,15 +252,10 @@ class _WithContext:
   `context_stack` does for whole volumes.
   """
 
-  def __init__(self, source, prepare, context: int):
+  def __init__(self, source, prepare, context: int, positions: SlicePositions):
     self._source, self._prepare, self._context = source, prepare, context
-    self._index: dict[tuple[str, int], int] = {}
-    self._num_slices: dict[str, int] = {}
-    for index in range(len(source)):
-      example = source[index]
-      subject = _text(example["subject_id"])
-      self._index[subject, int(example["slice_index"])] = index
-      self._num_slices[subject] = int(example["num_slices"])
+    self._index = {(subject, int(k)): i for i, (subject, k) in
+                   enumerate(zip(positions.subject_id, positions.slice_index, strict=True))}
 
   def __len__(self) -> int:
     return len(self._source)
@@ -245,7 +263,7 @@ class _WithContext:
   def __getitem__(self, index: int):
     centre = self._source[index]
     subject, position = _text(centre["subject_id"]), int(centre["slice_index"])
-    last = self._num_slices[subject] - 1
+    last = int(centre["num_slices"]) - 1
     stack = [self._prepare(centre if offset == 0 else
                            self._source[self._index[subject, min(max(position + offset, 0),
                                                                  last)]])
@@ -368,14 +386,16 @@ def training_source(source, dataset_config=None,
                                 marks[_text(example["subject_id"])])
       return training_example({**example, "image": image})
 
-  if dataset_config is None:
+  context = 0 if dataset_config is None else dataset_config.context_slices
+  every_slice = dataset_config is None or dataset_config.train_slices == "all"
+  if not context and every_slice:
     return _Prepared(source, prepare)
-  context = dataset_config.context_slices
-  examples = (_WithContext(source, prepare, context) if context
+  positions = SlicePositions.read(source)
+  examples = (_WithContext(source, prepare, context, positions) if context
               else _Prepared(source, prepare))
-  if dataset_config.train_slices == "all":
+  if every_slice:
     return examples
-  return _Subset(examples, training_indices(source, dataset_config))
+  return _Subset(examples, training_indices(positions, dataset_config))
 
 
 @dataclasses.dataclass(frozen=True)

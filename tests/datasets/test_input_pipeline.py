@@ -54,7 +54,8 @@ def test_lesion_free_protocol_trains_only_on_slices_far_from_lesions(tmp_path, m
   config, builder = lgg_fixture.build(tmp_path, monkeypatch)
   source = builder.as_data_source(split="train")
   config.train_slices, config.lesion_margin_slices = "lesion_free", 2
-  kept = input_pipeline.training_indices(source, config)
+  positions = input_pipeline.SlicePositions.read(source)
+  kept = input_pipeline.training_indices(positions, config)
   lesion_slices = {int(source[i]["slice_index"]) for i in range(len(source))
                    if source[i]["anomaly_mask"].any()}
   assert lesion_slices  # the fixture's train patient has a tumour
@@ -66,7 +67,7 @@ def test_lesion_free_protocol_trains_only_on_slices_far_from_lesions(tmp_path, m
   batch = next(input_pipeline.train_batches(builder, 4, seed=0, dataset_config=config))
   assert batch["image"].shape == (4, 32, 32, 1)
   config.train_slices = "all"
-  assert len(input_pipeline.training_indices(source, config)) == len(source)
+  assert len(input_pipeline.training_indices(positions, config)) == len(source)
 
 
 def test_a_split_the_build_left_empty_is_a_one_line_error(tmp_path, monkeypatch):
@@ -90,7 +91,7 @@ def test_a_2_5d_training_slice_is_the_stack_scoring_builds(tmp_path, monkeypatch
   config, builder = lgg_fixture.build(tmp_path, monkeypatch)
   config.train_slices, config.lesion_margin_slices, config.context_slices = "lesion_free", 2, 1
   raw = builder.as_data_source(split="train")
-  kept = input_pipeline.training_indices(raw, config)
+  kept = input_pipeline.training_indices(input_pipeline.SlicePositions.read(raw), config)
   examples = input_pipeline.training_slices(builder, "train", config)
   assert len(examples) == len(kept) > 0
   volumes = {v.subject_id: v for v in input_pipeline.load_volumes(builder, "train")}
@@ -106,6 +107,27 @@ def test_a_2_5d_training_slice_is_the_stack_scoring_builds(tmp_path, monkeypatch
                                   input_pipeline.context_stack(volume.brain_mask, 1)[k])
   batch = next(input_pipeline.train_batches(builder, 4, seed=0, dataset_config=config))
   assert batch["image"].shape == batch["brain_mask"].shape == (4, 32, 32, 3)
+
+
+class _CountingSource:
+  def __init__(self, source):
+    self.source, self.reads = source, 0
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, index):
+    self.reads += 1
+    return self.source[index]
+
+
+def test_2_5d_lesion_free_training_reads_the_split_once_to_start(tmp_path, monkeypatch):
+  """Both the protocol and the neighbours' lookup come from one pass over the split."""
+  config, builder = lgg_fixture.build(tmp_path, monkeypatch)
+  config.train_slices, config.lesion_margin_slices, config.context_slices = "lesion_free", 2, 1
+  source = _CountingSource(builder.as_data_source(split="train"))
+  input_pipeline.training_source(source, config)
+  assert source.reads == len(source)
 
 
 def test_pooled_datasets_add_every_split_by_the_same_protocol(tmp_path, monkeypatch):
