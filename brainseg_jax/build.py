@@ -31,8 +31,9 @@ FLAGS = flags.FLAGS
 def build(dataset: str, manual_dir: str, modality: str | None, resolution: int, data_dir: str,
           workers: int = 0, sheet_subjects: int = 8) -> tuple[object, str]:
   """Builds (or finds) the dataset; returns (builder, contact sheet path)."""
+  _use_workers(workers)
   builder = input_pipeline.get_builder(
-      _dataset_config(dataset, manual_dir, modality, resolution, data_dir, workers))
+      _dataset_config(dataset, manual_dir, modality, resolution, data_dir))
   for split, info in builder.info.splits.items():
     logging.info("split %s: %d slices", split, info.num_examples)
   summary = getattr(builder, "prep_summary", None)
@@ -51,7 +52,8 @@ def preprocess_shard(dataset: str, manual_dir: str, modality: str | None, resolu
     part = shard_lib.Shard.parse(shard)
   except ValueError as e:
     raise UserError(str(e)) from None
-  dataset_config = _dataset_config(dataset, manual_dir, modality, resolution, data_dir, workers)
+  _use_workers(workers)
+  dataset_config = _dataset_config(dataset, manual_dir, modality, resolution, data_dir)
   builder = input_pipeline.make_builder(dataset_config)
   summary = builder.preprocess_shard(input_pipeline.manual_dir(builder, dataset_config), part)
   for subject, reason in sorted(summary.skipped.items()):
@@ -59,13 +61,21 @@ def preprocess_shard(dataset: str, manual_dir: str, modality: str | None, resolu
   return builder, summary
 
 
-def _dataset_config(dataset, manual_dir, modality, resolution, data_dir, workers):
-  """The dataset block the flags describe (a real-scan dataset); `workers` set for the build."""
+def _use_workers(workers: int) -> None:
+  """Preprocessing processes for this build (0: the default, data_prep/runner.num_workers).
+
+  The TFDS builder runs the preprocessing inside download_and_prepare, which takes
+  no such argument: the count reaches data_prep/runner through its environment variable.
+  """
+  if workers:
+    os.environ["BRAINSEG_PREP_WORKERS"] = str(workers)
+
+
+def _dataset_config(dataset, manual_dir, modality, resolution, data_dir):
+  """The dataset block the flags describe (a real-scan dataset)."""
   real_scan_datasets = sorted(n for n in input_pipeline.BUILDERS if n != "synthetic_brain")
   if dataset not in real_scan_datasets:
     raise UserError(f"unknown --dataset {dataset!r}: expected one of {real_scan_datasets}")
-  if workers:
-    os.environ["BRAINSEG_PREP_WORKERS"] = str(workers)
   default = input_pipeline.BUILDERS[dataset].MODALITIES[0]
   channels = tuple(m for m in (modality or default).split(",") if m)
   return config_lib.dataset_config(
