@@ -22,6 +22,7 @@ the output is made from those metrics.json files alone.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
@@ -32,79 +33,90 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-# name: (config file, overrides, what it is, the model whose trained checkpoint it evaluates
-# (None: trains its own)). The post-processing variants re-score a trained U-Net: their
-# settings are judged by the Dice on the LGG validation patients (in each metrics.json), never
-# on a test set.
+@dataclasses.dataclass(frozen=True)
+class Model:
+  """One row of the tables: how it is trained (or whose checkpoint it re-scores) and on what."""
+
+  config: str  # configs/<config>.py:lgg
+  overrides: tuple[str, ...]  # config overrides; `{shared}`, `{lgg}`: the data folders
+  title: str
+  # The model whose trained checkpoint it re-scores (None: trains its own). Post-processing
+  # variants re-score a trained model: their settings are judged by the Dice on the
+  # validation patients (in each metrics.json), never on a test set.
+  checkpoint_of: str | None = None
+  # The test sets whose scans its training saw (pooled models): those cells are left out.
+  trained_on: tuple[str, ...] = ()
+  # The test set it learns from and whose validation scans set its thresholds (its folder
+  # then comes from the overrides); one other than LGG is named in the table.
+  validated_on: str = "lgg"
+
+
+U64 = ("num_train_steps=2400",)  # every 64x64 U-Net: the budget of unet_64
 MODELS = {
-    "threshold_64": ("threshold", (), "FLAIR intensity threshold, 64x64", None),
-    "threshold_64_median3": ("threshold", ("eval.postprocess.median_filter_size=3",),
-                             "FLAIR intensity threshold, 64x64, 3x3 median filter",
-                             "threshold_64"),
-    "threshold_64_erosion2": ("threshold", ("eval.postprocess.brain_erosion=2",),
-                              "FLAIR intensity threshold, 64x64, brain mask eroded by 2 voxels",
-                              "threshold_64"),
-    "unet_64": ("unet_dae", ("num_train_steps=2400",), "denoising U-Net, 64x64", None),
+    "threshold_64": Model("threshold", (), "FLAIR intensity threshold, 64x64"),
+    "threshold_64_median3": Model(
+        "threshold", ("eval.postprocess.median_filter_size=3",),
+        "FLAIR intensity threshold, 64x64, 3x3 median filter", checkpoint_of="threshold_64"),
+    "threshold_64_erosion2": Model(
+        "threshold", ("eval.postprocess.brain_erosion=2",),
+        "FLAIR intensity threshold, 64x64, brain mask eroded by 2 voxels",
+        checkpoint_of="threshold_64"),
+    "unet_64": Model("unet_dae", U64, "denoising U-Net, 64x64"),
     # The same run from another seed (initialisation, noise, batch order): how far rows move.
-    "unet_64_seed1": ("unet_dae", ("num_train_steps=2400", "seed=1"),
-                      "denoising U-Net, 64x64, seed 1", None),
-    "unet_64_median3": ("unet_dae", ("num_train_steps=2400",
-                                     "eval.postprocess.median_filter_size=3"),
-                        "denoising U-Net, 64x64, 3x3 median filter", "unet_64"),
-    "unet_64_median3_min10": ("unet_dae", ("num_train_steps=2400",
-                                           "eval.postprocess.median_filter_size=3",
-                                           "eval.postprocess.min_component_size=10"),
-                              "denoising U-Net, 64x64, median 3, components >= 10 voxels",
-                              "unet_64"),
-    "unet_64_erosion2": ("unet_dae", ("num_train_steps=2400", "eval.postprocess.brain_erosion=2"),
-                         "denoising U-Net, 64x64, brain mask eroded by 2 voxels", "unet_64"),
-    "unet_64_bright75": ("unet_dae", ("num_train_steps=2400",
-                                      "eval.postprocess.low_intensity_percentile=75.0"),
-                         "denoising U-Net, 64x64, map kept where FLAIR > its 75th percentile",
-                         "unet_64"),
-    "unet_64_aug": ("unet_dae", ("num_train_steps=2400", "augment.intensity=True"),
-                    "denoising U-Net, 64x64, intensity augmentation", None),
-    "unet_64_fine": ("unet_dae", ("num_train_steps=2400", "model.fine_noise_resolution=32"),
-                     "denoising U-Net, 64x64, + fine noise (32 grid, std 0.1)", None),
+    "unet_64_seed1": Model("unet_dae", (*U64, "seed=1"), "denoising U-Net, 64x64, seed 1"),
+    "unet_64_median3": Model(
+        "unet_dae", (*U64, "eval.postprocess.median_filter_size=3"),
+        "denoising U-Net, 64x64, 3x3 median filter", checkpoint_of="unet_64"),
+    "unet_64_median3_min10": Model(
+        "unet_dae", (*U64, "eval.postprocess.median_filter_size=3",
+                     "eval.postprocess.min_component_size=10"),
+        "denoising U-Net, 64x64, median 3, components >= 10 voxels", checkpoint_of="unet_64"),
+    "unet_64_erosion2": Model(
+        "unet_dae", (*U64, "eval.postprocess.brain_erosion=2"),
+        "denoising U-Net, 64x64, brain mask eroded by 2 voxels", checkpoint_of="unet_64"),
+    "unet_64_bright75": Model(
+        "unet_dae", (*U64, "eval.postprocess.low_intensity_percentile=75.0"),
+        "denoising U-Net, 64x64, map kept where FLAIR > its 75th percentile",
+        checkpoint_of="unet_64"),
+    "unet_64_aug": Model("unet_dae", (*U64, "augment.intensity=True"),
+                         "denoising U-Net, 64x64, intensity augmentation"),
+    "unet_64_fine": Model("unet_dae", (*U64, "model.fine_noise_resolution=32"),
+                          "denoising U-Net, 64x64, + fine noise (32 grid, std 0.1)"),
     # 2.5D: the slice and one neighbour each side in, the centre's map out.
-    "unet_64_ctx1": ("unet_dae", ("num_train_steps=2400", "dataset.context_slices=1",
-                                  "model.slice_noise=shared"),
-                     "denoising U-Net, 64x64, 2.5D, the same noise on all three slices", None),
-    "unet_64_ctx1_mixed": ("unet_dae", ("num_train_steps=2400", "dataset.context_slices=1",
-                                        "model.slice_noise=mixed"),
-                           "denoising U-Net, 64x64, 2.5D, neighbours' noise partly the centre's",
-                           None),
-    # Leave one dataset out: LGG pooled with every other source but the held-out one
-    # (`{shared}`: the --shared folder). Its cells of the pooled sources are not test results.
-    "unet_64_pool_tcga": ("unet_dae", ("num_train_steps=2400",
-                                       'dataset.pool=("brats_glioma={shared}/tcga_glioma",)'),
-                          "denoising U-Net, 64x64, LGG + TCGA slices (elderly held out)", None),
-    "unet_64_pool_elderly": ("unet_dae", ("num_train_steps=2400",
-                                          'dataset.pool=("elderly_flair={shared}/elderly_flair",)'),
-                             "denoising U-Net, 64x64, LGG + elderly slices (TCGA held out)",
-                             None),
+    "unet_64_ctx1": Model(
+        "unet_dae", (*U64, "dataset.context_slices=1", "model.slice_noise=shared"),
+        "denoising U-Net, 64x64, 2.5D, the same noise on all three slices"),
+    "unet_64_ctx1_mixed": Model(
+        "unet_dae", (*U64, "dataset.context_slices=1", "model.slice_noise=mixed"),
+        "denoising U-Net, 64x64, 2.5D, neighbours' noise partly the centre's"),
+    # Leave one dataset out: LGG pooled with every other source but the held-out one.
+    "unet_64_pool_tcga": Model(
+        "unet_dae", (*U64, 'dataset.pool=("brats_glioma={shared}/tcga_glioma",)'),
+        "denoising U-Net, 64x64, LGG + TCGA slices (elderly held out)", trained_on=("tcga",)),
+    "unet_64_pool_elderly": Model(
+        "unet_dae", (*U64, 'dataset.pool=("elderly_flair={shared}/elderly_flair",)'),
+        "denoising U-Net, 64x64, LGG + elderly slices (TCGA held out)",
+        trained_on=("elderly",)),
     # The third leg, LGG held out: trained on the other two sources only, thresholds from the
-    # elderly validation scans (`{lgg}`: the --lgg folder), scored on the LGG test patients.
-    "unet_64_pool_nolgg": ("unet_dae", ("num_train_steps=2400", "dataset.name=elderly_flair",
-                                        "dataset.manual_dir={shared}/elderly_flair",
-                                        'dataset.pool=("brats_glioma={shared}/tcga_glioma",)',
-                                        "eval.test_dataset=lgg", "eval.test_manual_dir={lgg}"),
-                           "denoising U-Net, 64x64, elderly + TCGA slices (LGG held out)", None),
-    "threshold_128": ("threshold", ("dataset.resolution=128",),
-                      "FLAIR intensity threshold, 128x128", None),
+    # elderly validation scans, scored on the LGG test patients.
+    "unet_64_pool_nolgg": Model(
+        "unet_dae", (*U64, "dataset.name=elderly_flair",
+                     "dataset.manual_dir={shared}/elderly_flair",
+                     'dataset.pool=("brats_glioma={shared}/tcga_glioma",)',
+                     "eval.test_dataset=lgg", "eval.test_manual_dir={lgg}"),
+        "denoising U-Net, 64x64, elderly + TCGA slices (LGG held out)",
+        trained_on=("elderly", "tcga"), validated_on="elderly"),
+    "threshold_128": Model("threshold", ("dataset.resolution=128",),
+                           "FLAIR intensity threshold, 128x128"),
     # 128x128 at a quarter of the 64x64 runs' slices (1200 steps of 16, not 2400 of 32):
     # the same pixels seen, in about 30 min on 2 cores.
-    "unet_128": ("unet_dae", ("dataset.resolution=128", "num_train_steps=1200", "batch_size=16"),
-                 "denoising U-Net, 128x128 (1200 steps of batch 16)", None),
+    "unet_128": Model("unet_dae", ("dataset.resolution=128", "num_train_steps=1200",
+                                   "batch_size=16"),
+                      "denoising U-Net, 128x128 (1200 steps of batch 16)"),
     # The full budget of the 64x64 runs (2400 steps of 32), about 90 min on 2 cores.
-    "unet_128_full": ("unet_dae", ("dataset.resolution=128", "num_train_steps=2400"),
-                      "denoising U-Net, 128x128 (2400 steps of batch 32)", None),
+    "unet_128_full": Model("unet_dae", ("dataset.resolution=128", *U64),
+                           "denoising U-Net, 128x128 (2400 steps of batch 32)"),
 }
-# The test sets a model's training saw (pooled models): their cells are left out of the tables.
-TRAINED_ON = {"unet_64_pool_tcga": ("tcga",), "unet_64_pool_elderly": ("elderly",),
-              "unet_64_pool_nolgg": ("elderly", "tcga")}
-# Models whose thresholds come from another validation set than LGG's (the table says which).
-VALIDATED_ON = {"unet_64_pool_nolgg": "elderly"}
 TEST_SETS = {
     "elderly": ("elderly-FLAIR WMH", "elderly_flair", "elderly_flair"),
     "tcga": ("TCGA gliomas", "brats_glioma", "tcga_glioma"),
@@ -118,20 +130,19 @@ MARKER = "<!-- generated above, by hand below -->"
 
 def commands(name: str, root: str, lgg: str, shared: str) -> list[tuple[str, list[str]]]:
   """(workdir, argv) of each step of one model: train (+ LGG test), then the other test sets."""
-  family, overrides, _, checkpoint_of = MODELS[name]
-  own_data = any(o.startswith("dataset.manual_dir=") for o in overrides)  # not LGG's
-  settings = [f"--config=configs/{family}.py:lgg",
-              *([] if own_data else [f"--config.dataset.manual_dir={lgg}"]),
+  model = MODELS[name]
+  settings = [f"--config=configs/{model.config}.py:lgg",
+              *([f"--config.dataset.manual_dir={lgg}"] if model.validated_on == "lgg" else []),
               "--config.eval.write_nifti=False",
-              *(f"--config.{o.format(shared=shared, lgg=lgg)}" for o in overrides)]
+              *(f"--config.{o.format(shared=shared, lgg=lgg)}" for o in model.overrides)]
   evaluate = [sys.executable, "-m", "brainseg_jax.eval", *settings]
   steps = []
   for test_set, (_, dataset, folder) in TEST_SETS.items():
-    if test_set in TRAINED_ON.get(name, ()):
+    if test_set in model.trained_on:
       continue
     workdir = os.path.join(root, name, test_set)
     if dataset is None:  # the model's own LGG test split
-      train = checkpoint_of is None
+      train = model.checkpoint_of is None
       steps.insert(0, (workdir, [*([sys.executable, "launch.py", *settings] if train
                                    else evaluate), f"--workdir={workdir}"]))
       continue
@@ -146,7 +157,7 @@ def run(name: str, root: str, lgg: str, shared: str) -> list[str]:
   """Runs the missing steps of one model; returns every step's command."""
   done = []
   steps = commands(name, root, lgg, shared)
-  checkpoint_of = MODELS[name][3]
+  checkpoint_of = MODELS[name].checkpoint_of
   trained = os.path.join(root, checkpoint_of or name, "lgg")
   for workdir, argv in steps:
     done.append(shlex.join(argv[1:]))
@@ -197,12 +208,12 @@ def table(root: str, names: list[str]) -> tuple[str, dict]:
            + " | LGG validation: best Dice |", "| --- |" + " ---: |" * (len(TEST_SETS) + 1)]
   for name in rows:
     cells = [f"{_cell(r['dice'])} / {_cell(r['auprc'])}" if (r := rows[name].get(t))
-             else "trained on" if t in TRAINED_ON.get(name, ()) else "-" for t in TEST_SETS]
+             else "trained on" if t in MODELS[name].trained_on else "-" for t in TEST_SETS]
     validation = _cell(rows[name]["lgg"]["validation"]) if "lgg" in rows[name] else "-"
-    if name in VALIDATED_ON:
-      validation += f" ({VALIDATED_ON[name]} validation)"
+    if MODELS[name].validated_on != "lgg":
+      validation += f" ({MODELS[name].validated_on} validation)"
     cells.append(validation)
-    lines.append(f"| {MODELS[name][2]} (`{name}`) | " + " | ".join(cells) + " |")
+    lines.append(f"| {MODELS[name].title} (`{name}`) | " + " | ".join(cells) + " |")
   out = "\n".join(lines) + "\n"
   for test_set, (title, _, _) in TEST_SETS.items():
     out += (f"\n## {title}\n\n| model | scans | Dice | Dice (adaptive) | Dice (labelled val.) | "
