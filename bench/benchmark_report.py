@@ -24,11 +24,12 @@ MEMORY_TARGET = 1.5  # JAX peak RSS at most this many times the twin's
 IDLE_GEMM_GFLOPS = 150
 # Settings the prose discusses by name (labels of train_benchmark.py's settings workers).
 ONE_THREAD = "torch, 1 thread"
-ONEDNN = "jax, 4 devices, oneDNN"
+ONEDNN = "jax, oneDNN on"
+NO_ONEDNN = "jax, oneDNN off"
 TORCH_FUSED = "torch, upsampling as the JAX models compute it"
 # The default JAX step in a worker of its own that holds the AE only, like the workers with
 # a change undone: the baseline of *What each change bought*.
-FRESH_DEFAULT = "jax, 4 devices, default (fresh worker, AE only)"
+FRESH_DEFAULT = "jax, default (fresh worker, AE only)"
 
 # The changes of the speed work, by the name train_benchmark.py's --undo takes: the run
 # measures each against the way it replaced.
@@ -221,7 +222,8 @@ def render(results, images_per_s) -> str:
   """docs/benchmarks.md for one run: its sections, in order, joined."""
   n = derive_numbers(results, images_per_s)
   sections = [
-      _title_section(results, n), _conditions_section(results, n), _throughput_section(n),
+      _title_section(results, n), _conditions_section(results, n),
+      _throughput_section(n, results["versions"]),
       _compilation_section(n), _flop_rate_section(n), _time_split_section(n),
       _op_profile_section(n), _settings_section(n.settings), _changes_section(n),
       _bounds_section(n), _pipeline_section(n), _evaluation_section(n.evaluation),
@@ -301,11 +303,16 @@ def _machine_paragraph(n):
           "(after the timed windows) and after:"]
 
 
-# What the two timed steps are, so the ratio compares like with like.
-_HOW_THE_STEPS_RUN = (
+def _how_the_steps_run(versions) -> list[str]:
+  """What the two timed steps are, so the ratio compares like with like."""
+  devices = versions.get("device_count", 4)  # runs before the per-core default: 4
+  kernels = ("XLA's oneDNN kernels on (Intel CPU)" if versions.get("onednn")
+             else "XLA's own kernels")
+  return [
     "- JAX: `brainseg_jax.train.jit_train_step` exactly as training uses it: `jax.jit` with",
-    "  the state replicated and the batch sharded (`NamedSharding`) over 4 XLA CPU devices",
-    "  (`parallel.split_host_into_devices(4)`), state donated, compiled ahead",
+    f"  the state replicated and the batch sharded (`NamedSharding`) over {devices} XLA CPU",
+    "  devices (`parallel.split_host_into_devices()`, training's default: one per core),",
+    f"  {kernels}, state donated, compiled ahead",
     "  (`train.compile_ahead`), in a process whose malloc asks for huge pages as launch.py's",
     "  does (`host_memory.restart_with_huge_pages`).",
     "- PyTorch: `bench/torch_twin.py`, eager mode, `torch.set_num_threads(2)` (one thread per",
@@ -321,10 +328,10 @@ _HOW_THE_STEPS_RUN = (
     "- The last column divides the fastest PyTorch window by the fastest JAX window: an",
     "  estimate of the ratio when neither is disturbed by the other users' load (see",
     "  *What bounds it*).",
-)
+  ]
 
 
-def _throughput_section(n):
+def _throughput_section(n, versions):
   """The headline: JAX against PyTorch training images/s, and whether the target was met."""
   compiled = any(m.compiled_rate is not None for m in n.models.values())
   rows = [(name.upper(), f"{m.params:,}", f"{m.jax_rate:.1f}", f"{m.torch_rate:.1f}",
@@ -340,7 +347,7 @@ def _throughput_section(n):
       "",
       *_table(columns, rows),
       "",
-      *_HOW_THE_STEPS_RUN,
+      *_how_the_steps_run(versions),
       "",
       *_target_verdict(n),
       "",
@@ -461,7 +468,7 @@ def _settings_section(settings):
   """The AE settings tried, each against its framework's default; nothing if none ran."""
   if settings is None:
     return []
-  rows = [("jax, 4 devices, donation (default, as train.py)", f"{settings.jax_default:.1f}",
+  rows = [("jax, default (as train.py)", f"{settings.jax_default:.1f}",
            "1.00x"),
           ("torch, 2 threads, NCHW (default above)", f"{settings.torch_default:.1f}", "1.00x"),
           *((label, f"{rate:.1f}", f"{settings.vs_default[label]:.2f}x")
@@ -541,7 +548,7 @@ def _load_bullet(n):
         "- **Not the load.** This run had the machine to itself; " + window + ".",
         "  Earlier runs on a loaded machine gave medians of 1.4-1.9x in JAX's favour: the",
         "  2-thread PyTorch step loses most when another process takes one of its cores,",
-        "  while JAX's 4 device threads degrade evenly. The undisturbed speeds are the",
+        "  while JAX's device threads degrade evenly. The undisturbed speeds are the",
         "  ones above.",
     ]
   return [
@@ -593,9 +600,10 @@ def _steps_taken(settings):
       "4. bfloat16 ([conv_backward.md](conv_backward.md)): XLA:CPU does not turn the CPU's",
       "   AVX512-BF16 into speed (the bfloat16 GEMM is slower than float32's; forward +",
       "   gradients slower for every layer but one), so there is no mixed-precision switch.",
-      "5. Device count (1, 2, 4 = default, 8), buffer donation, and the twin channels-last or",
-      "   with one thread: the settings table."
-      + ("" if ONEDNN not in tried else " XLA:CPU's oneDNN and XNNPACK options too."),
+      "5. Device count (1, 2, 4, 8; the default one per core), buffer donation, and the twin",
+      "   channels-last or with one thread: the settings table."
+      + ("" if ONEDNN not in tried else " XLA:CPU's oneDNN (on by default on Intel CPUs) and"
+         " XNNPACK options too."),
       "6. Memory: the jitted initial state, no SimpleITK in a training process, and the",
       "   compiler's freed heap handed back to the OS before the first step (what each saved:",
       "   *What each change bought*); training no longer imports PyTorch through",
@@ -667,7 +675,7 @@ def _evaluation_section(ev):
   return [
       "## Evaluation",
       "",
-      f"`scoring.VolumeScorer` (VAE, 4 devices) over the {ev['volumes']} test volumes of",
+      f"`scoring.VolumeScorer` (VAE, as in training) over the {ev['volumes']} test volumes of",
       f"synthetic_brain flair_128 (jitted reconstruction + anomaly map, host transfer): "
       f"**{ev['volumes_per_s']:.2f} volumes/s** ({ev['slices_per_s']:.0f} slices/s); the first",
       f"volume, with compilation, took {ev['first_call']:.2f} s; compiled versions: "
@@ -694,7 +702,7 @@ def _memory_section(n):
       "## Peak memory",
       "",
       "`ru_maxrss` of a fresh worker process per model and framework that sets the model up",
-      "as training does (JAX: jitted init, state placed on 4 devices, the step compiled ahead",
+      "as training does (JAX: jitted init, state placed on the devices, the step compiled ahead",
       "and the freed heap released, malloc with huge pages; no",
       f"FLOP count) and runs a timed window of {n.window_steps} steps; the framework runtime",
       "and its imports included.",
@@ -722,8 +730,8 @@ def _op_profile_section(n):
       "## Where the JAX step's time goes, by operation",
       "",
       "A `jax.profiler` trace of 3 steps: the durations of the compiled step's own",
-      "operations, summed over the 4 device threads (which share 2 cores, so the total is",
-      "about twice the wall time), grouped by what each operation is in the optimised HLO;",
+      "operations, summed over the device threads (which share the cores, so the total can",
+      "exceed the wall time), grouped by what each operation is in the optimised HLO;",
       "seconds per step (share).",
       "",
       *_table(("kind of operation", *(name.upper() for name in models)), rows),

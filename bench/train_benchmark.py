@@ -66,7 +66,8 @@ flags.DEFINE_string("predict_workdir", "", "A trained default VAE run: also time
                     "stage (bench/predict_benchmark.py) on its default scans; empty: skip.")
 # Worker-side flags (set by the parent, not by hand).
 flags.DEFINE_enum("worker", None, ["jax", "torch"], "Run as a worker process.")
-flags.DEFINE_integer("devices", 4, "JAX worker: XLA CPU devices.")
+flags.DEFINE_integer("devices", None, "JAX worker: XLA CPU devices (default: as training, "
+                     "one per core: parallel.default_cpu_devices).")
 flags.DEFINE_string("xla_flags", "", "JAX worker: extra XLA_FLAGS (settings tried).")
 flags.DEFINE_bool("donate", True, "JAX worker: donate the train state to the step.")
 flags.DEFINE_list("undo", [], "JAX worker: changes to undo, to measure what each bought "
@@ -240,7 +241,7 @@ class JaxWorker:
     """Where the step's thread time goes, by kind of XLA operation (jax.profiler trace).
 
     Sums the durations of the compiled step's own operations over every device
-    thread (so the total exceeds the wall time: 4 device threads share 2 cores)
+    thread (so the total can exceed the wall time: the device threads share the cores)
     and groups them by what each is, from the optimised HLO.
     """
     import collections
@@ -334,6 +335,8 @@ class JaxWorker:
     import optax
     return dict(jax=jax.__version__, flax=flax.__version__, optax=optax.__version__,
                 numpy=np.__version__, devices=f"{jax.device_count()} x {jax.devices()[0].platform}",
+                device_count=jax.device_count(),
+                onednn="--xla_cpu_use_onednn=true" in os.environ.get("XLA_FLAGS", ""),
                 cpu=_cpu_model())
 
 
@@ -562,21 +565,20 @@ def run_benchmark():
   # Settings tried, AE only, in a phase of their own (their worker processes do not exist
   # during the headline), interleaved with the two defaults as the baseline of this phase.
   if FLAGS.ablations:
-    variants = {FRESH_DEFAULT: ("--worker=jax", "--devices=4"),
-                **{label: ("--worker=jax", "--devices=4", f"--undo={change}")
+    variants = {FRESH_DEFAULT: ("--worker=jax",),
+                **{label: ("--worker=jax", f"--undo={change}")
                    for change, label in benchmark_report.SPEED_CHANGES.items()},
                 benchmark_report.TORCH_FUSED: ("--worker=torch", "--fused_upsample",
                                                f"--threads={FLAGS.threads}"),
                 benchmark_report.TORCH_HUGE_PAGES: ("--worker=torch", "--huge_pages",
                                                     f"--threads={FLAGS.threads}"),
-                "jax, 1 device": ("--worker=jax", "--devices=1"),
-                "jax, 2 devices": ("--worker=jax", "--devices=2"),
-                "jax, 8 devices": ("--worker=jax", "--devices=8"),
-                "jax, 4 devices, no donation": ("--worker=jax", "--devices=4", "--nodonate"),
-                "jax, 4 devices, oneDNN": ("--worker=jax", "--devices=4",
-                                           "--xla_flags=--xla_cpu_use_onednn=true"),
-                "jax, 4 devices, XNNPACK": ("--worker=jax", "--devices=4",
-                                            "--xla_flags=--xla_cpu_use_xnnpack=true"),
+                **{f"jax, {n} device{'s' * (n > 1)}": ("--worker=jax", f"--devices={n}")
+                   for n in (1, 2, 4, 8)},
+                "jax, no donation": ("--worker=jax", "--nodonate"),
+                benchmark_report.ONEDNN: ("--worker=jax", "--xla_flags=--xla_cpu_use_onednn=true"),
+                benchmark_report.NO_ONEDNN: ("--worker=jax",
+                                             "--xla_flags=--xla_cpu_use_onednn=false"),
+                "jax, XNNPACK": ("--worker=jax", "--xla_flags=--xla_cpu_use_xnnpack=true"),
                 "torch, channels-last": ("--worker=torch", "--channels_last",
                                          f"--threads={FLAGS.threads}"),
                 "torch, 1 thread": ("--worker=torch", "--threads=1")}

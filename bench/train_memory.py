@@ -1,6 +1,6 @@
 """Peak RSS of one JAX training process, phase by phase: where the memory goes.
 
-    python bench/train_memory.py [--models=ae,vae,unet_dae] [--devices=4] [--eager_init]
+    python bench/train_memory.py [--models=ae,vae,unet_dae] [--devices=N] [--eager_init]
 
 Builds each model's initial state, then runs a few of its jitted train steps
 (sharded over --devices as train.py does, on a random batch of the config's
@@ -19,7 +19,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 flags.DEFINE_list("models", ["ae", "vae", "unet_dae"], "Configs in configs/, trained in turn.")
-flags.DEFINE_integer("devices", 4, "XLA CPU devices to split the host into.")
+flags.DEFINE_integer("devices", None, "XLA CPU devices to split the host into (default: as "
+                     "training, one per core).")
 flags.DEFINE_integer("steps", 3, "Train steps per model.")
 flags.DEFINE_bool("eager_init", False, "Build the initial state outside jit (the former way).")
 FLAGS = flags.FLAGS
@@ -42,7 +43,7 @@ def main(argv):
   from brainseg_jax.models import create_model, create_train_state
 
   mesh = parallel.data_mesh()
-  print(f"start: peak RSS {_peak_mb()} MB ({FLAGS.devices} devices)")
+  print(f"start: peak RSS {_peak_mb()} MB ({mesh.size} devices)")
   for name in FLAGS.models:
     config = importlib.import_module(f"configs.{name}").get_config()
     model = create_model(config)

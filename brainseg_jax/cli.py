@@ -44,8 +44,9 @@ def define_config_flags() -> None:
 
 def define_device_flags(distributed: bool = False) -> None:
   """--cpu_devices, and with `distributed` the flags that join a multi-process run."""
-  flags.DEFINE_integer("cpu_devices", 4, "On a CPU-only host, the number of XLA devices to split "
-                       "it into (data parallel); measured 2x faster on 2 cores than 1 device.")
+  flags.DEFINE_integer("cpu_devices", None, "On a CPU-only host, the number of XLA devices to "
+                       "split it into (data parallel); default: one per core, a power of two, "
+                       "at most 8 (parallel.devices_for_cores).")
   if distributed:
     flags.DEFINE_bool("distributed", False, "Multi-process run: call jax.distributed.initialize, "
                       "from the flags below or, where they are unset, from the cluster "
@@ -112,7 +113,7 @@ def run(command: Callable[[], object]) -> None:
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
       if "cpu_devices" in FLAGS:
-        if FLAGS.cpu_devices < 1:
+        if FLAGS.cpu_devices is not None and FLAGS.cpu_devices < 1:
           raise UserError(f"--cpu_devices={FLAGS.cpu_devices}: expected at least 1")
         parallel.split_host_into_devices(FLAGS.cpu_devices)
       if "distributed" in FLAGS and (FLAGS.distributed or FLAGS.coordinator_address):

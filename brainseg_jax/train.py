@@ -77,6 +77,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh):
     state = checkpointer.restore_newest_good(state)
     logging.info("resumed from step %d in %s", int(state.step), checkpointer.directory)
   start_step = int(state.step)
+  logging.info("batch %d split over %d %s devices", config.batch_size, mesh.size,
+               mesh.devices.flat[0].platform)
   if start_step >= config.num_train_steps:
     logging.info("already trained to step %d", start_step)
     return state

@@ -153,7 +153,7 @@ def test_settings_phase_is_reported_against_each_framework_default():
   report = benchmark_report.render(_run_with_settings(), images_per_s)
   assert not _missing(report, [
       "(median of 3 windows each)",
-      "| jax, 4 devices, donation (default, as train.py) | 64.0 | 1.00x |",
+      "| jax, default (as train.py) | 64.0 | 1.00x |",
       "| torch, 2 threads, NCHW (default above) | 32.0 | 1.00x |",
       "| torch, 1 thread | 16.0 | 0.50x |",
       "0.25x JAX's (JAX / PyTorch-1-thread = 4.00x)"])
@@ -174,3 +174,13 @@ def test_sections_come_in_order_each_heading_its_own_paragraph():
     assert headings == expected
     for heading in headings:
       assert f"\n\n## {heading}\n\n" in report, heading
+
+
+def test_the_report_says_how_many_devices_and_which_kernels_the_jax_step_ran_on():
+  results = _idle_run()
+  results["versions"].update(device_count=2, onednn=True)
+  report = benchmark_report.render(results, images_per_s)
+  assert not _missing(report, ["over 2 XLA CPU", "XLA's oneDNN kernels on (Intel CPU)"])
+  results["versions"].update(device_count=8, onednn=False)
+  report = benchmark_report.render(results, images_per_s)
+  assert not _missing(report, ["over 8 XLA CPU", "XLA's own kernels"])
