@@ -103,7 +103,7 @@ def main():
   parser.add_argument("--output", default="docs/calibration.md")
   args = parser.parse_args()
   from brainseg_jax import parallel
-  parallel.split_host_into_devices(4)
+  parallel.split_host_into_devices()
   from brainseg_jax import workdir as workdir_lib
   model = workdir_lib.model_threshold(args.workdir)
   healthy = score_site(args.workdir, args.scans)

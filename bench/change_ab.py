@@ -6,7 +6,7 @@
     python bench/change_ab.py --changes=twin --models=ae,vae   # JAX against the PyTorch twin
 
 Writes docs/change_ab.md. For each change and model, two fresh JAX workers of
-bench/train_benchmark.py (4 devices, huge-page malloc, compiled ahead, as a
+bench/train_benchmark.py (devices as training, huge-page malloc, compiled ahead, as a
 training process), one of them started with --undo=<change>, and nothing else
 alive; their timed windows alternate, the order flipping every round, so that
 neither always runs right after the other. A change worth a few per cent is
@@ -39,7 +39,7 @@ TWIN = "twin"
 
 def measure(change, name):
   """Images/s of each window, with the change and with it undone."""
-  common = ("--worker=jax", "--devices=4", "--noflops")
+  common = ("--worker=jax", "--noflops")
   other = (("--worker=torch", "--threads=2") if change == TWIN
            else (*common, f"--undo={change}"))
   workers = {"with": train_benchmark.Worker("with", *common),
@@ -86,7 +86,7 @@ def main(argv):
       f"--changes={','.join(FLAGS.changes)} --models={','.join(FLAGS.models)} "
       f"--ab_rounds={FLAGS.ab_rounds}` (see its docstring for the protocol).",
       "",
-      f"Measured {date}: two fresh JAX workers per row (4 devices, as training), one with "
+      f"Measured {date}: two fresh JAX workers per row (devices and kernels as training), one with "
       "the change undone, nothing else running; "
       f"{FLAGS.ab_rounds} rounds of one {FLAGS.window_steps}-step window each, alternating "
       f"which goes first; images/s are medians. `uptime` after: `{train_benchmark._uptime()}`.",

@@ -521,7 +521,7 @@ def run_benchmark():
   # three models ran the twin's AE 0.36 instead of 0.49 s/step: setting up the U-Net there
   # left glibc's heap in a state that spared the AE 90,000 page faults per step, which a
   # process training the AE does not have.
-  worker_args = {"jax": ("--worker=jax", "--devices=4"),
+  worker_args = {"jax": ("--worker=jax",),
                  "torch": ("--worker=torch", f"--threads={FLAGS.threads}"),
                  "torch_compiled": ("--worker=torch", f"--threads={FLAGS.threads}",
                                     "--torch_compile")}
@@ -630,7 +630,7 @@ def _op_profile_phase():
   The profiler is started and stopped in a separate process so that no trace
   state can touch the timed workers.
   """
-  worker = Worker("jax profile", "--worker=jax", "--devices=4", "--noflops")
+  worker = Worker("jax profile", "--worker=jax", "--noflops")
   seconds = {}
   for name in MODELS:
     worker("setup", name=name)
@@ -647,10 +647,10 @@ def _memory_phase():
   measure what that change saved (benchmark_report.MEMORY_CHANGES).
   """
   from bench.benchmark_report import MEMORY_CHANGES
-  runs = {"jax": ("--worker=jax", "--devices=4", "--noflops"),
+  runs = {"jax": ("--worker=jax", "--noflops"),
           "torch": ("--worker=torch", f"--threads={FLAGS.threads}"),
           "torch_compiled": ("--worker=torch", f"--threads={FLAGS.threads}", "--torch_compile")}
-  runs.update({f"jax, {change} undone": ("--worker=jax", "--devices=4", "--noflops",
+  runs.update({f"jax, {change} undone": ("--worker=jax", "--noflops",
                                          f"--undo={change}") for change in MEMORY_CHANGES})
   peak = {}
   for name in MODELS:
