@@ -116,6 +116,10 @@ MODELS = {
     # The full budget of the 64x64 runs (2400 steps of 32), about 90 min on 2 cores.
     "unet_128_full": Model("unet_dae", ("dataset.resolution=128", *U64),
                            "denoising U-Net, 128x128 (2400 steps of batch 32)"),
+    "unet_128_full_median3": Model(
+        "unet_dae", ("dataset.resolution=128", *U64, "eval.postprocess.median_filter_size=3"),
+        "denoising U-Net, 128x128 (2400 steps of batch 32), 3x3 median filter",
+        checkpoint_of="unet_128_full"),
 }
 TEST_SETS = {
     "elderly": ("elderly-FLAIR WMH", "elderly_flair", "elderly_flair"),
