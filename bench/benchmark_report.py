@@ -311,7 +311,7 @@ def _how_the_steps_run(versions) -> list[str]:
   return [
     "- JAX: `brainseg_jax.train.jit_train_step` exactly as training uses it: `jax.jit` with",
     f"  the state replicated and the batch sharded (`NamedSharding`) over {devices} XLA CPU",
-    "  devices (`parallel.split_host_into_devices()`, training's default: one per core),",
+    "  devices (`parallel.split_host_into_devices()`, training's default: two per core),",
     f"  {kernels}, state donated, compiled ahead",
     "  (`train.compile_ahead`), in a process whose malloc asks for huge pages as launch.py's",
     "  does (`host_memory.restart_with_huge_pages`).",
@@ -600,9 +600,9 @@ def _steps_taken(settings):
       "4. bfloat16 ([conv_backward.md](conv_backward.md)): XLA:CPU does not turn the CPU's",
       "   AVX512-BF16 into speed (the bfloat16 GEMM is slower than float32's; forward +",
       "   gradients slower for every layer but one), so there is no mixed-precision switch.",
-      "5. Device count (1, 2, 4, 8; the default one per core), buffer donation, and the twin",
+      "5. Device count (1, 2, 4, 8; the default two per core), buffer donation, and the twin",
       "   channels-last or with one thread: the settings table."
-      + ("" if ONEDNN not in tried else " XLA:CPU's oneDNN (on by default on Intel CPUs) and"
+      + ("" if ONEDNN not in tried else " XLA:CPU's oneDNN and"
          " XNNPACK options too."),
       "6. Memory: the jitted initial state, no SimpleITK in a training process, and the",
       "   compiler's freed heap handed back to the OS before the first step (what each saved:",

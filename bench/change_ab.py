@@ -4,6 +4,7 @@
         --models=ae,vae --ab_rounds=10
 
     python bench/change_ab.py --changes=twin --models=ae,vae   # JAX against the PyTorch twin
+    python bench/change_ab.py --changes=one_device_per_core,onednn --models=ae,unet_dae
 
 Writes docs/change_ab.md. For each change and model, two fresh JAX workers of
 bench/train_benchmark.py (devices as training, huge-page malloc, compiled ahead, as a
@@ -12,7 +13,8 @@ alive; their timed windows alternate, the order flipping every round, so that
 neither always runs right after the other. A change worth a few per cent is
 below the spread of train_benchmark.py's settings phase (3 windows per setting
 among ~20 live workers); this is the measurement for it. `twin` in --changes
-times the default JAX worker against the PyTorch twin (2 threads) the same way.
+times the default JAX worker against the PyTorch twin (2 threads) the same way, and a
+CPU_SETTINGS name times it against a JAX worker started with other devices or kernels.
 """
 
 import os
@@ -35,12 +37,21 @@ flags.DEFINE_string("ab_output", os.path.join(ROOT, "docs", "change_ab.md"), "Ma
 FLAGS = flags.FLAGS
 
 TWIN = "twin"
+# The CPU defaults (parallel.split_host_into_devices) against other settings: worker args
+# of the "undone" side and what it is.
+CPU_SETTINGS = {
+    "one_device_per_core": (("--devices=2",), "two XLA devices per core (default; 4 on 2 "
+                            "cores), against one per core (2)"),
+    "onednn": (("--xla_flags=--xla_cpu_use_onednn=true",), "XLA's own kernels (default), "
+               "against XLA:CPU's oneDNN kernels"),
+}
 
 
 def measure(change, name):
   """Images/s of each window, with the change and with it undone."""
   common = ("--worker=jax", "--noflops")
   other = (("--worker=torch", "--threads=2") if change == TWIN
+           else (*common, *CPU_SETTINGS[change][0]) if change in CPU_SETTINGS
            else (*common, f"--undo={change}"))
   workers = {"with": train_benchmark.Worker("with", *common),
              "undone": train_benchmark.Worker("undone", *other)}
@@ -61,9 +72,11 @@ def measure(change, name):
 
 def main(argv):
   del argv
-  unknown = sorted(set(FLAGS.changes) - set(benchmark_report.CHANGES) - {TWIN})
+  unknown = sorted(set(FLAGS.changes) - set(benchmark_report.CHANGES) - {TWIN}
+                   - set(CPU_SETTINGS))
   if unknown:
-    raise app.UsageError(f"--changes: unknown {unknown}; known: {list(benchmark_report.CHANGES)}")
+    raise app.UsageError(f"--changes: unknown {unknown}; known: "
+                         f"{[*benchmark_report.CHANGES, TWIN, *CPU_SETTINGS]}")
   date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
   rows = []
   for change in FLAGS.changes:
@@ -74,6 +87,7 @@ def main(argv):
       per_round = [a / b for a, b in zip(rates["with"], rates["undone"], strict=True)]
       faster = sum(r > 1 for r in per_round)
       what = ("JAX (default) against the PyTorch twin" if change == TWIN
+              else CPU_SETTINGS[change][1] if change in CPU_SETTINGS
               else benchmark_report.CHANGES[change])
       rows.append(f"| {what} | {name.upper()} | {undone:.1f} | "
                   f"{with_:.1f} | **{with_ / undone:.3f}x** | {faster} of {len(per_round)} | "
@@ -91,7 +105,8 @@ def main(argv):
       f"{FLAGS.ab_rounds} rounds of one {FLAGS.window_steps}-step window each, alternating "
       f"which goes first; images/s are medians. `uptime` after: `{train_benchmark._uptime()}`.",
       "",
-      "For the `twin` rows, \"undone\" is the PyTorch twin (eager, 2 threads).",
+      "For the `twin` rows, \"undone\" is the PyTorch twin (eager, 2 threads); for the CPU rows,",
+      "a JAX worker with the other setting.",
       "",
       "| change | model | undone, images/s | with it, images/s | with / undone | rounds "
       "faster with it | per-round ratio range |",

@@ -67,7 +67,7 @@ flags.DEFINE_string("predict_workdir", "", "A trained default VAE run: also time
 # Worker-side flags (set by the parent, not by hand).
 flags.DEFINE_enum("worker", None, ["jax", "torch"], "Run as a worker process.")
 flags.DEFINE_integer("devices", None, "JAX worker: XLA CPU devices (default: as training, "
-                     "one per core: parallel.default_cpu_devices).")
+                     "two per core: parallel.default_cpu_devices).")
 flags.DEFINE_string("xla_flags", "", "JAX worker: extra XLA_FLAGS (settings tried).")
 flags.DEFINE_bool("donate", True, "JAX worker: donate the train state to the step.")
 flags.DEFINE_list("undo", [], "JAX worker: changes to undo, to measure what each bought "

@@ -20,7 +20,7 @@ from absl import app, flags  # noqa: E402
 
 flags.DEFINE_list("models", ["ae", "vae", "unet_dae"], "Configs in configs/, trained in turn.")
 flags.DEFINE_integer("devices", None, "XLA CPU devices to split the host into (default: as "
-                     "training, one per core).")
+                     "training, two per core).")
 flags.DEFINE_integer("steps", 3, "Train steps per model.")
 flags.DEFINE_bool("eager_init", False, "Build the initial state outside jit (the former way).")
 FLAGS = flags.FLAGS

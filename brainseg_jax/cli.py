@@ -45,7 +45,7 @@ def define_config_flags() -> None:
 def define_device_flags(distributed: bool = False) -> None:
   """--cpu_devices, and with `distributed` the flags that join a multi-process run."""
   flags.DEFINE_integer("cpu_devices", None, "On a CPU-only host, the number of XLA devices to "
-                       "split it into (data parallel); default: one per core, a power of two, "
+                       "split it into (data parallel); default: two per core, a power of two, "
                        "at most 8 (parallel.devices_for_cores).")
   if distributed:
     flags.DEFINE_bool("distributed", False, "Multi-process run: call jax.distributed.initialize, "

@@ -18,13 +18,11 @@ def split_host_into_devices(num_devices: int | None = None):
   """Exposes `num_devices` XLA CPU devices (default: `default_cpu_devices`) before JAX starts.
 
   On a CPU-only machine one XLA device keeps about one core busy; the batch
-  sharded over one device per core trains faster than one multi-threaded device
+  sharded over several devices trains faster than one multi-threaded device
   (docs/speed.md). It has no effect on GPU or TPU backends. An explicit
   --xla_force_host_platform_device_count in XLA_FLAGS wins. With several
   devices each runs its kernels on one thread (`single_threaded_device_kernels`).
-  Also picks XLA:CPU's convolution library for this CPU (`use_onednn_where_faster`).
   """
-  use_onednn_where_faster()
   num_devices = num_devices or default_cpu_devices()
   if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     jax.config.update("jax_num_cpu_devices", num_devices)
@@ -41,42 +39,18 @@ def default_cpu_devices() -> int:
 
 
 def devices_for_cores(cores: int) -> int:
-  """One device per core, rounded down to a power of two, at most 8.
+  """Two devices per core, rounded down to a power of two, at most 8.
 
-  A power of two divides the batch sizes of the configs; more devices than
-  cores only take turns on them (slower on an Intel Xeon, level on an AMD EPYC:
-  docs/speed.md), and beyond 8 a 32-slice batch leaves each device too little.
+  An XLA CPU device runs one operation at a time; two per core keep a core busy
+  while the other device waits at a collective or a small operation (on 2
+  cores 4 devices beat 2, with or without oneDNN kernels: docs/speed.md). A
+  power of two divides the configs' batch sizes, and beyond 8 a 32-slice batch
+  leaves each device too little.
   """
   devices = 1
-  while devices * 2 <= min(cores, 8):
+  while devices * 2 <= min(2 * cores, 8):
     devices *= 2
   return devices
-
-
-def use_onednn_where_faster(cpu_vendor: str | None = None) -> None:
-  """Turns on XLA:CPU's oneDNN kernels on Intel CPUs (must run before JAX starts).
-
-  On an Intel Xeon they trained every model faster than XLA's own convolutions
-  (docs/speed.md); they are Intel's library and were not measured on other CPUs,
-  which keep XLA's default. An explicit --xla_cpu_use_onednn in XLA_FLAGS wins.
-  """
-  flags = os.environ.get("XLA_FLAGS", "")
-  if "xla_cpu_use_onednn" in flags:
-    return
-  if (_cpu_vendor() if cpu_vendor is None else cpu_vendor) == "GenuineIntel":
-    os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_use_onednn=true".strip()
-
-
-def _cpu_vendor() -> str:
-  """The x86 vendor string of /proc/cpuinfo ("GenuineIntel", "AuthenticAMD"); "" elsewhere."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("vendor_id"):
-          return line.partition(":")[2].strip()
-  except OSError:
-    pass
-  return ""
 
 
 def single_threaded_device_kernels():

@@ -18,7 +18,6 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 from brainseg_jax import parallel  # noqa: E402
 
 parallel.single_threaded_device_kernels()
-parallel.use_onednn_where_faster()  # the kernels a user's run gets on this CPU
 
 import functools  # noqa: E402
 import hashlib  # noqa: E402
