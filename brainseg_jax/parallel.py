@@ -43,9 +43,9 @@ def devices_for_cores(cores: int) -> int:
 
   An XLA CPU device runs one operation at a time; two per core keep a core busy
   while the other device waits at a collective or a small operation (on 2
-  cores 4 devices beat 2, with or without oneDNN kernels: docs/speed.md). A
-  power of two divides the configs' batch sizes, and beyond 8 a 32-slice batch
-  leaves each device too little.
+  cores 4 devices were at least as fast as 2 for every model: docs/speed.md). A
+  power of two divides the configs' batch sizes (8 in :smoke, 32), and beyond 8
+  a 32-slice batch leaves each device too little.
   """
   devices = 1
   while devices * 2 <= min(2 * cores, 8):
