@@ -24,8 +24,7 @@ MEMORY_TARGET = 1.5  # JAX peak RSS at most this many times the twin's
 IDLE_GEMM_GFLOPS = 150
 # Settings the prose discusses by name (labels of train_benchmark.py's settings workers).
 ONE_THREAD = "torch, 1 thread"
-ONEDNN = "jax, oneDNN on"
-NO_ONEDNN = "jax, oneDNN off"
+ONEDNN = "jax, oneDNN"
 TORCH_FUSED = "torch, upsampling as the JAX models compute it"
 # The default JAX step in a worker of its own that holds the AE only, like the workers with
 # a change undone: the baseline of *What each change bought*.
@@ -305,8 +304,8 @@ def _machine_paragraph(n):
 
 def _how_the_steps_run(versions) -> list[str]:
   """What the two timed steps are, so the ratio compares like with like."""
-  devices = versions.get("device_count", 4)  # runs before the per-core default: 4
-  kernels = ("XLA's oneDNN kernels on (Intel CPU)" if versions.get("onednn")
+  devices = versions.get("device_count", 4)  # results from before it was recorded: 4
+  kernels = ("XLA's oneDNN kernels (`--xla_cpu_use_onednn=true`)" if versions.get("onednn")
              else "XLA's own kernels")
   return [
     "- JAX: `brainseg_jax.train.jit_train_step` exactly as training uses it: `jax.jit` with",

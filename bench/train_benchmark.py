@@ -576,8 +576,6 @@ def run_benchmark():
                    for n in (1, 2, 4, 8)},
                 "jax, no donation": ("--worker=jax", "--nodonate"),
                 benchmark_report.ONEDNN: ("--worker=jax", "--xla_flags=--xla_cpu_use_onednn=true"),
-                benchmark_report.NO_ONEDNN: ("--worker=jax",
-                                             "--xla_flags=--xla_cpu_use_onednn=false"),
                 "jax, XNNPACK": ("--worker=jax", "--xla_flags=--xla_cpu_use_xnnpack=true"),
                 "torch, channels-last": ("--worker=torch", "--channels_last",
                                          f"--threads={FLAGS.threads}"),

@@ -180,7 +180,8 @@ def test_the_report_says_how_many_devices_and_which_kernels_the_jax_step_ran_on(
   results = _idle_run()
   results["versions"].update(device_count=2, onednn=True)
   report = benchmark_report.render(results, images_per_s)
-  assert not _missing(report, ["over 2 XLA CPU", "XLA's oneDNN kernels on (Intel CPU)"])
+  assert not _missing(report, ["over 2 XLA CPU",
+                               "XLA's oneDNN kernels (`--xla_cpu_use_onednn=true`)"])
   results["versions"].update(device_count=8, onednn=False)
   report = benchmark_report.render(results, images_per_s)
   assert not _missing(report, ["over 8 XLA CPU", "XLA's own kernels"])
