@@ -33,7 +33,8 @@ flags.DEFINE_list("changes", list(benchmark_report.SPEED_CHANGES),
                   "Changes to measure (keys of benchmark_report.CHANGES), or `twin`.")
 flags.DEFINE_list("models", ["ae", "vae"], "Models to train.")
 flags.DEFINE_integer("ab_rounds", 10, "Rounds: one timed window of each worker per round.")
-flags.DEFINE_string("ab_output", os.path.join(ROOT, "docs", "change_ab.md"), "Markdown report.")
+DEFAULT_OUTPUT = os.path.join(ROOT, "docs", "change_ab.md")
+flags.DEFINE_string("ab_output", DEFAULT_OUTPUT, "Markdown report.")
 FLAGS = flags.FLAGS
 
 TWIN = "twin"
@@ -98,7 +99,10 @@ def main(argv):
       "",
       "Regenerate with `python bench/change_ab.py "
       f"--changes={','.join(FLAGS.changes)} --models={','.join(FLAGS.models)} "
-      f"--ab_rounds={FLAGS.ab_rounds}` (see its docstring for the protocol).",
+      f"--ab_rounds={FLAGS.ab_rounds} --window_steps={FLAGS.window_steps}"
+      + ("" if FLAGS.ab_output == DEFAULT_OUTPUT
+         else f" --ab_output={os.path.relpath(FLAGS.ab_output, ROOT)}")
+      + "` (see its docstring for the protocol).",
       "",
       f"Measured {date}: two fresh JAX workers per row (devices and kernels as training), one with "
       "the change undone, nothing else running; "
