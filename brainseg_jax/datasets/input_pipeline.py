@@ -181,20 +181,17 @@ class SlicePositions:
 
   subject_id: list[str]
   slice_index: np.ndarray  # (N,) int: the slice's position in its volume
-  num_slices: np.ndarray  # (N,) int: its volume's slice count
   has_lesion: np.ndarray  # (N,) bool: the slice's anomaly mask has a voxel
 
   @classmethod
   def read(cls, source) -> "SlicePositions":
-    subjects, slice_index, num_slices, has_lesion = [], [], [], []
+    subjects, slice_index, has_lesion = [], [], []
     for index in range(len(source)):
       example = source[index]
       subjects.append(_text(example["subject_id"]))
       slice_index.append(int(example["slice_index"]))
-      num_slices.append(int(example["num_slices"]))
       has_lesion.append(bool(example["anomaly_mask"].any()))
-    return cls(subjects, np.array(slice_index, np.int64), np.array(num_slices, np.int64),
-               np.array(has_lesion, bool))
+    return cls(subjects, np.array(slice_index, np.int64), np.array(has_lesion, bool))
 
 
 def training_indices(positions: SlicePositions, dataset_config) -> np.ndarray:
