@@ -198,10 +198,28 @@ def _data(path, img) -> np.ndarray:
   """The voxels as float32 (X, Y, Z); truncated or corrupt gzip streams surface here."""
   shape = _spatial_shape(path, img)
   try:
-    data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape)
+    data = _scaled_float32(img.dataobj).reshape(shape)
   except (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile) as e:
     raise InputFileError(path, f"truncated or corrupt image data ({e})") from None
   except Exception as e:  # noqa: BLE001  (numpy's casting errors for odd voxel types)
     raise InputFileError(path, f"voxels cannot be read as numbers ({type(e).__name__}: "
                                f"{e})") from None
+  return data
+
+
+def _scaled_float32(dataobj) -> np.ndarray:
+  """The stored values times the header's slope plus its intercept, in float32.
+
+  nibabel scales in float64 and then casts: for a 1 mm scan that is a float64
+  copy of every voxel and most of the load's time. Scaling in float32 gives the
+  same float32 voxels to within one rounding.
+  """
+  if not nib.is_proxy(dataobj):
+    return np.asarray(dataobj, dtype=np.float32)
+  data = np.asarray(dataobj.get_unscaled()).astype(np.float32)
+  slope, inter = float(dataobj.slope), float(dataobj.inter)
+  if slope != 1.0:
+    data *= np.float32(slope)
+  if inter != 0.0:
+    data += np.float32(inter)
   return data

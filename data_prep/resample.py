@@ -18,13 +18,26 @@ def to_spacing(image: sitk.Image, spacing_mm: float) -> sitk.Image:
   new_spacing = np.full(3, float(spacing_mm))
   if np.allclose(old_spacing, new_spacing, atol=1e-3):
     return image
-  sigma = antialias_sigma(old_spacing, new_spacing) * old_spacing  # in mm for SimpleITK
+  sigma = antialias_sigma(old_spacing, new_spacing)
   if np.any(sigma > 0):
-    image = sitk.SmoothingRecursiveGaussian(image, np.maximum(sigma, 1e-6).tolist())
+    image = _smoothed(image, sigma)
   size = np.maximum(np.round(np.asarray(image.GetSize()) * old_spacing / new_spacing), 1)
   return sitk.Resample(image, [int(s) for s in size], sitk.Transform(), sitk.sitkLinear,
                        image.GetOrigin(), new_spacing.tolist(), image.GetDirection(), 0.0,
                        sitk.sitkFloat32)
+
+
+def _smoothed(image: sitk.Image, sigma_voxels: np.ndarray) -> sitk.Image:
+  """`image` under a sampled Gaussian (sigma per x, y, z axis, in voxels).
+
+  The same filter as resample_grid's anti-aliasing. SimpleITK's recursive
+  Gaussian approximates a Gaussian poorly below a voxel's sigma, the usual case
+  here (1 mm to 1.5 mm is 0.25 voxels), and took several times as long.
+  """
+  array = sitk.GetArrayViewFromImage(image)  # (z, y, x)
+  smooth = sitk.GetImageFromArray(ndi.gaussian_filter(array, sigma_voxels[::-1], mode="nearest"))
+  smooth.CopyInformation(image)
+  return smooth
 
 
 def antialias_sigma(src_spacing, dst_spacing) -> np.ndarray:
