@@ -2,7 +2,8 @@
 
 Steps, each switchable in `PrepConfig` (see docs/data.md):
 load + validate -> reorient to RAS -> resample to the working spacing -> N4 ->
-affine registration to MNI152 -> brain mask (given, or the template's carried
+affine registration to MNI152 (searched again from smaller starts when registration
+QC flags the fit) -> brain mask (given, or the template's carried
 through the registration) -> one interpolation onto the fixed output grid
 (crop/pad to the FOV, axial slices, resize to the resolution) -> intensity
 normalisation inside the brain -> slice selection.
@@ -98,7 +99,9 @@ def preprocess(image_path, config: PrepConfig, anomaly_mask_path=None,
   mapped through the scan's registration, so the channels stay aligned.
   `threads`: SimpleITK threads (N4, registration); 1 keeps the result bit-reproducible.
   `template_to_scan`: a registration found before (a cached volume whose QC is
-  measured anew): used as it is, not searched again.
+  measured anew): used as it is, not searched again. A fit found here that
+  registration QC flags is searched again from smaller starts
+  (`_searched_again_if_flagged`); a fit that passes is kept, with a note.
   """
   # One thread: reproducible, and builds run one volume per core. A caller with one scan to
   # process (predict) passes every core: faster, at a tiny run-to-run variation
@@ -118,6 +121,7 @@ def preprocess(image_path, config: PrepConfig, anomaly_mask_path=None,
     brain_raw = load.load_mask(brain_mask_path, raw, image_path) if use_given else None
 
   working = _working_image(raw, config, brain_raw, notes, watch)
+  searched = template_to_scan is None and config.registration == "affine"
   with watch.stage("registration"):
     if template_to_scan is not None:
       template_to_scan = np.asarray(template_to_scan, np.float64)
@@ -127,10 +131,40 @@ def preprocess(image_path, config: PrepConfig, anomaly_mask_path=None,
       template_to_scan = np.eye(4)
     else:
       raise ValueError(f"registration must be 'affine' or 'none', got {config.registration!r}")
+  registration_qc = None
+  if config.registration == "affine":
+    with watch.stage("to output grid, masks, QC"):
+      registration_qc = _measured_qc(working, template_to_scan)
+    if searched:
+      template_to_scan, registration_qc = _searched_again_if_flagged(
+          image_path, working, template_to_scan, registration_qc, config, threads, notes, watch)
 
   prepared = _on_output_grid(image_path, raw, working, template_to_scan, brain_raw,
-                             anomaly_raw, config, extra_images, notes, watch)
+                             anomaly_raw, config, extra_images, notes, watch, registration_qc)
   return dataclasses.replace(prepared, timings=watch.seconds)
+
+
+def _searched_again_if_flagged(image_path, working, template_to_scan, registration_qc,
+                               config: PrepConfig, threads, notes, watch):
+  """(fit, its QC): the first fit, or the first from a smaller start that passes the QC it failed.
+
+  A second search runs only for a flagged fit (a few scans in a hundred), from each
+  of register.RETRY_START_SCALES in turn; if none passes, the first fit and its
+  flags stand.
+  """
+  for start_scale in register.RETRY_START_SCALES:
+    if not registration_qc.flag_reasons(config.modality):
+      break
+    with watch.stage("registration"):
+      other = _register(image_path, working, config, threads, start_scales=(start_scale,))
+    with watch.stage("to output grid, masks, QC"):
+      other_qc = _measured_qc(working, other)
+    if not other_qc.flag_reasons(config.modality):
+      notes.append(f"registration searched again from a template shrunk to {start_scale} of "
+                   "its size: the first fit failed QC "
+                   f"({'; '.join(registration_qc.flag_reasons(config.modality))})")
+      return other, other_qc
+  return template_to_scan, registration_qc
 
 
 def _scan_on_grid(data, working_affine, g: grid.Grid, template_to_scan):
@@ -145,28 +179,29 @@ def _scan_on_grid(data, working_affine, g: grid.Grid, template_to_scan):
   return image, in_view
 
 
-def _registration_qc(data, working_affine, working, template_to_scan, resolution, image,
-                     in_view) -> qc.RegistrationQC:
-  """QC measured on the grid its ranges were chosen on (qc.RESOLUTION), whatever the output's."""
-  if resolution != qc.RESOLUTION:
-    image, in_view = _scan_on_grid(data, working_affine, grid.output_grid(qc.RESOLUTION),
-                                   template_to_scan)
+def _measured_qc(working: sitk.Image, template_to_scan) -> qc.RegistrationQC:
+  """Registration QC on the grid its ranges were chosen on (qc.RESOLUTION), whatever the
+  output's."""
+  data, working_affine = orient.from_sitk(working)
+  g = grid.output_grid(qc.RESOLUTION)
+  image, in_view = _scan_on_grid(data, working_affine, g, template_to_scan)
   return qc.measure(template_to_scan, np.array(grid.template_brain_mask(qc.RESOLUTION)), in_view,
-                    image, qc.background_level(working), grid.output_grid(qc.RESOLUTION).spacing_mm)
+                    image, qc.background_level(working), g.spacing_mm)
 
 
 def _on_output_grid(image_path, raw, working, template_to_scan, brain_raw, anomaly_raw,
-                    config: PrepConfig, extra_images, notes, watch) -> Preprocessed:
-  """The registered scan, its masks and QC on the output grid, normalised."""
+                    config: PrepConfig, extra_images, notes, watch,
+                    registration_qc: qc.RegistrationQC | None) -> Preprocessed:
+  """The registered scan and its masks on the output grid, normalised, with its QC.
+
+  `registration_qc` is None when nothing was registered (registration="none": the
+  scan is declared in template space).
+  """
   g = grid.output_grid(config.resolution)
   with watch.stage("to output grid, masks, QC"):
     data, working_affine = orient.from_sitk(working)
     image, in_view = _scan_on_grid(data, working_affine, g, template_to_scan)
     template_brain = np.array(grid.template_brain_mask(config.resolution))
-    # Nothing was registered with registration="none" (the scan is declared in template space).
-    registration_qc = (_registration_qc(data, working_affine, working, template_to_scan,
-                                        config.resolution, image, in_view)
-                       if config.registration == "affine" else None)
     if brain_raw is not None:
       brain = resample.resample_grid((brain_raw.get_fdata() > 0).astype(np.float32),
                                      raw.affine, g.shape, g.affine, template_to_scan) > 0.5
@@ -248,11 +283,12 @@ def _extra_channel(path, reference, config, brain_raw, brain, template_to_scan, 
 
 # A head scan covers well over this in every direction, even a thick-slice 2D acquisition;
 # below it, registration to a whole-brain template has nothing to hold on to.
-def _register(image_path, working: sitk.Image, config: PrepConfig, threads: int = 1) -> np.ndarray:
+def _register(image_path, working: sitk.Image, config: PrepConfig, threads: int = 1,
+              **kwargs) -> np.ndarray:
   """Affine registration to the template, with SimpleITK's failures as the scan's own error."""
   try:
     return register.register_affine(working, config.registration_seed,
-                                    config.registration_metric, threads)
+                                    config.registration_metric, threads, **kwargs)
   except RuntimeError as e:
     lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
     cause = lines[-1] if lines else type(e).__name__

@@ -21,10 +21,12 @@ the sampled points rather than filtering the whole scan into a gradient image
 at every pyramid level (that set-up had been most of the time). The affine
 stage samples 8 % of the voxels at 2 mm (25 % at 4 mm as well made
 registration QC flag one IXI scan). Version 4: the rigid search runs at 8 mm
-only (a start for the affine stage, which refines at 4 and 2 mm) and the
-affine search stops at a 5 um step. On the 184 IXI T1 scans each version kept
-the brain-mask Dice against their parcellations (docs/benchmarks_data.md);
-version 3 fitted the three scans version 2 had placed over the skull.
+only (a start for the affine stage, which refines at 4 and 2 mm), the
+affine search stops at a 5 um step, and a fit registration QC flags is searched
+again from smaller starts (RETRY_START_SCALES; data_prep.pipeline). On the 184
+IXI T1 scans each version kept the brain-mask Dice against their parcellations
+(docs/benchmarks_data.md); version 3 fitted the three scans version 2 had placed
+over the skull.
 
 Single-threaded and with a fixed sampling seed, so the result is
 reproducible; builds get their parallelism from one process per core.
@@ -64,6 +66,11 @@ _AFFINE_LEVELS = (2, 1)
 # beyond _MAX_VOLUME_SCALE is redone from a smaller start; the smallest fit is kept.
 _AFFINE_START_SCALES = (0.92, 0.85, 0.78)
 _MAX_VOLUME_SCALE = 1.0
+# A fit registration QC flags is searched again from each of these (smaller) starts, and
+# the first that passes QC is kept (data_prep.pipeline): atrophied brains, brains with a
+# large tumour and scans with skull and neck, where the fit from the first start can grow
+# over the skull or drift, are often fitted from a smaller start.
+RETRY_START_SCALES = (0.85, 0.78, 0.7)
 
 
 @functools.lru_cache(maxsize=1)
@@ -144,13 +151,16 @@ def _template_brain_half_height() -> float:
 
 
 def register_affine(moving: sitk.Image, seed: int = 1, metric: str = "mattes_mi",
-                    threads: int = 1) -> np.ndarray:
+                    threads: int = 1,
+                    start_scales: tuple[float, ...] = _AFFINE_START_SCALES) -> np.ndarray:
   """4x4 RAS map from template world to `moving`'s world.
 
   `threads` > 1 evaluates the metric in parallel: faster, but the sum's order
   then varies, so the transform varies from run to run (by ~1e-3 in
   its entries, far below a voxel). Builds keep 1 (reproducible; they run one
   volume per core); predict, one scan at a time, takes every core.
+  `start_scales`: the affine stage's starts, tried in turn while a fit grows
+  beyond _MAX_VOLUME_SCALE (RETRY_START_SCALES: one start each, for a second search).
   """
   fixed, metric_mask, cut_mask = _fixed()
   moving = sitk.Cast(moving, sitk.sitkFloat32)
@@ -169,7 +179,7 @@ def register_affine(moving: sitk.Image, seed: int = 1, metric: str = "mattes_mi"
   cut = sitk.Resample(cut_mask, moving, rigid.GetInverse(), sitk.sitkNearestNeighbor, 0)
   cut_moving = sitk.Mask(moving, sitk.Cast(cut, sitk.sitkUInt8))
   best = None
-  for start_scale in _AFFINE_START_SCALES:
+  for start_scale in start_scales:
     affine = _affine_stage(fixed, cut_moving, metric_mask, rigid, start_scale, seed, metric,
                            threads)
     volume_scale = abs(np.linalg.det(_matrix(affine)[:3, :3]))

@@ -75,6 +75,41 @@ def test_a_shifted_registration_is_flagged(ixi_scan, ixi_qc, monkeypatch, shift_
   assert any(reason in r for r in wrong.qc.flag_reasons("t1")), wrong.qc
 
 
+def _searches(monkeypatch, wrong_first: bool) -> list:
+  """Records each registration's start scales; with `wrong_first` the first search's fit
+  is moved 3 cm up (registration QC flags it) and the later searches' are not."""
+  real_registration = register.register_affine
+  calls = []
+
+  def recorded(*args, start_scales=register._AFFINE_START_SCALES, **kwargs):
+    fit = real_registration(*args, start_scales=start_scales, **kwargs)
+    calls.append(start_scales)
+    if wrong_first and len(calls) == 1:
+      move = np.eye(4)
+      move[:3, 3] = (0, 0, 30)
+      fit = move @ fit
+    return fit
+
+  monkeypatch.setattr(register, "register_affine", recorded)
+  return calls
+
+
+def test_a_flagged_fit_is_searched_again_and_the_one_that_passes_kept(ixi_scan, monkeypatch):
+  calls = _searches(monkeypatch, wrong_first=True)
+  result = pipeline.preprocess(ixi_scan, PrepConfig(resolution=32))
+  assert calls == [register._AFFINE_START_SCALES, register.RETRY_START_SCALES[:1]]
+  assert result.qc.flag_reasons("t1") == [], result.qc
+  assert any("searched again" in note and "outside the head" in note
+             for note in result.notes), result.notes
+
+
+def test_a_fit_that_passes_is_searched_once(ixi_scan, monkeypatch):
+  calls = _searches(monkeypatch, wrong_first=False)
+  result = pipeline.preprocess(ixi_scan, PrepConfig(resolution=32))
+  assert calls == [register._AFFINE_START_SCALES] and result.qc.flag_reasons("t1") == []
+  assert not any("searched again" in note for note in result.notes)
+
+
 # Subj9's fit under registration version 4 (rounded): the template brain grown to a volume
 # scale of 0.87 (0.68 under version 3), its rim over the skull on one side.
 SUBJ9_OVER_THE_SKULL = np.array([[0.93, -0.14, -0.05, -1.5], [0.11, 0.97, -0.03, 33.56],
