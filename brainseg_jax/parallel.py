@@ -11,6 +11,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from data_prep import cores
+
 DATA_AXIS = "data"
 
 
@@ -33,9 +35,7 @@ def split_host_into_devices(num_devices: int | None = None):
 
 def default_cpu_devices() -> int:
   """XLA CPU devices for this host: `devices_for_cores` of the cores this process may use."""
-  cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-           else os.cpu_count() or 1)
-  return devices_for_cores(cores)
+  return devices_for_cores(cores.usable())
 
 
 def devices_for_cores(cores: int) -> int:

@@ -16,7 +16,7 @@ from brainseg_jax import checkpoints, scoring, standardization
 from brainseg_jax import config as config_lib
 from brainseg_jax.datasets.input_pipeline import Volume
 from brainseg_jax.errors import USER_ERRORS, UserError
-from data_prep import sources, standardize
+from data_prep import cores, sources, standardize
 
 
 def find_scans(path: str, modality: str = "flair") -> list[sources.Source]:
@@ -55,7 +55,7 @@ class ScanScorer:
     self.prep = PrepConfig(resolution=self.config.dataset.resolution,
                            modality=self.config.dataset.modality, registration=registration,
                            n4=n4)
-    self.threads = threads or len(os.sched_getaffinity(0))
+    self.threads = threads or cores.usable()
 
   def __call__(self, scan_path: str, brain_mask_path: str | None = None, extra_paths=()):
     """(preprocessed scan, slices as a Volume, reconstruction, anomaly map) of one scan."""

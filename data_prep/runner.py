@@ -16,7 +16,7 @@ import multiprocessing
 import os
 import time
 
-from data_prep import cache
+from data_prep import cache, cores
 from data_prep.cases import Case
 from data_prep.config import PrepConfig
 from data_prep.errors import PrepError
@@ -40,7 +40,7 @@ class RunSummary:
 
 def num_workers() -> int:
   env = os.environ.get("BRAINSEG_PREP_WORKERS")
-  return max(1, int(env)) if env else max(1, min(len(os.sched_getaffinity(0)), 8))
+  return max(1, int(env)) if env else max(1, min(cores.usable(), 8))
 
 
 def _run_one(args) -> tuple[str, str, str]:

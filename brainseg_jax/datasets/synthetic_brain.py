@@ -15,14 +15,13 @@ anomalies, all their slices, including the healthy ones.
 import concurrent.futures
 import dataclasses
 import multiprocessing
-import os
 
 import nibabel as nib
 import numpy as np
 import tensorflow_datasets as tfds
 
 from brainseg_jax.datasets import schema
-from data_prep import grid, synthetic
+from data_prep import cores, grid, synthetic
 
 # Number of subjects per split; test subjects alternate MS lesions and gliomas.
 SPLIT_SIZES = {"train": 24, "validation": 6, "test": 10}
@@ -110,7 +109,7 @@ class SyntheticBrain(tfds.core.GeneratorBasedBuilder):
 
 
 def _num_workers() -> int:
-  return max(1, min(len(os.sched_getaffinity(0)), 8))
+  return max(1, min(cores.usable(), 8))
 
 
 def _slices(subject_id, anomaly, subject, source_file, modality):
