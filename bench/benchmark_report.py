@@ -611,8 +611,7 @@ def _steps_taken(settings):
       "7. Already in the model before: nearest resize + conv instead of `ConvTranspose`",
       "   (~3x faster backward on XLA:CPU), and `jit` + `NamedSharding` instead of `pmap` (2x).",
       "",
-      "Not tried in the time available: `torch.compile` for the twin; a fused group norm for",
-      "the U-Net.",
+      "Not tried in the time available: a fused group norm for the U-Net.",
       "",
   ]
 

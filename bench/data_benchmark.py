@@ -199,7 +199,7 @@ def main():
   parser.add_argument("--data", default=os.environ.get("BRAINSEG_SAMPLE_DATA", _DEFAULT_DATA))
   parser.add_argument("--lgg_dir", default="", help="Kaggle LGG kaggle_3m folder; empty: skip")
   parser.add_argument("--work", default="", help="build folder (default: a fresh temporary one)")
-  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--repeats", type=int, default=7)
   parser.add_argument("--before_rev", default=BEFORE_REV)
   parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks_data.md"))
   parser.add_argument("--results", default="/tmp/data_benchmark.json")
@@ -210,7 +210,8 @@ def main():
   work = pathlib.Path(args.work or tempfile.mkdtemp(prefix="data_bench_"))
   start = time.time()
   r = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": os.getloadavg()[0],
-       "args": f"--lgg_dir={args.lgg_dir}" if args.lgg_dir else "",
+       "args": " ".join([f"--lgg_dir={args.lgg_dir}"] * bool(args.lgg_dir)
+                        + [f"--repeats={args.repeats}"] * (args.repeats != 7)),
        "before_rev": args.before_rev}
   if args.reuse_builds:  # the builds (half an hour) from an earlier run of this script
     earlier = json.loads(pathlib.Path(args.results).read_text())

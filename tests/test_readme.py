@@ -4,7 +4,7 @@ Checked: its length; the results table first (before the contents and the set-up
 that never skip a level (README and docs/); the Layout section against the repository (every
 module listed, every listed path present); every relative link and anchor in README.md and
 docs/*.md; every docs page reachable from the README; the headline and small-lesion tables' numbers
-against the results pages they come from.
+against the results pages they come from, and the Speed section's against the benchmark pages.
 """
 
 import collections
@@ -183,6 +183,32 @@ def test_small_lesion_numbers_are_those_of_their_results_page():
       value = cell.strip().strip("*")
       assert value in source[run], (
           f"README.md: {value} is not in {SMALL_LESIONS_SOURCE.name}'s {run} rows")
+
+
+def _section(text: str, heading: str) -> str:
+  start = text.index(f"\n## {heading}\n")
+  end = text.find("\n## ", start + 1)
+  return text[start:end if end > 0 else None]
+
+
+def test_speed_numbers_are_those_of_the_benchmark_pages():
+  """The preprocessing time and every JAX / PyTorch ratio the README states, as measured."""
+  speed = _section(README.read_text(), "Speed")
+  data_page = (DOCS / "benchmarks_data.md").read_text()
+  seconds = re.search(r"^preprocessing of a 1 mm volume: \*\*(\d+\.\d) s\*\*", data_page, re.M)
+  assert seconds, "benchmarks_data.md states the 1 mm volume's time in its fixed line"
+  assert f"**{seconds[1]} s**" in speed, f"README Speed: the 1 mm volume takes {seconds[1]} s"
+  table = _section((DOCS / "benchmarks.md").read_text(), "Training throughput").splitlines()
+  header = next(i for i, line in enumerate(table) if line.startswith("| model"))
+  columns = [c.strip() for c in table[header].strip("|").split("|")]
+  for line in table[header + 2:]:
+    if not line.startswith("|"):
+      break
+    cells = dict(zip(columns, (c.strip().strip("*") for c in line.strip("|").split("|")),
+                     strict=True))
+    for column in ("JAX / PyTorch", "JAX / compiled"):
+      assert cells[column] in speed, (
+          f"README Speed: {cells['model']}'s {column} of benchmarks.md is {cells[column]}")
 
 
 @pytest.mark.parametrize("path", _pages(), ids=lambda p: p.name)
