@@ -281,11 +281,12 @@ def _extra_channel(path, reference, config, brain_raw, brain, template_to_scan, 
   return _normalized(channel, brain, config)
 
 
-# A head scan covers well over this in every direction, even a thick-slice 2D acquisition;
-# below it, registration to a whole-brain template has nothing to hold on to.
 def _register(image_path, working: sitk.Image, config: PrepConfig, threads: int = 1,
               **kwargs) -> np.ndarray:
-  """Affine registration to the template, with SimpleITK's failures as the scan's own error."""
+  """Affine registration to the template, with SimpleITK's failures as the scan's own error.
+
+  `kwargs` go to register.register_affine (`start_scales` for a second search).
+  """
   try:
     return register.register_affine(working, config.registration_seed,
                                     config.registration_metric, threads, **kwargs)
