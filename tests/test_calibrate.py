@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import nibabel as nib
 import pytest
 
 from brainseg_jax import calibrate
@@ -52,18 +53,23 @@ def test_calibration_is_stored_by_name_and_reads_no_lesion_mask(vae_smoke_run, s
 
 def test_a_scan_failing_registration_qc_is_left_out_with_its_reason(vae_smoke_run, site_folder,
                                                                     sample_data_dir, tmp_path):
-  """Subj1's registration is tilted (the template brain's front over the orbits)."""
+  """A 6 cm slab of Subj4's head (its lowest 30 axial slices) covers about a quarter of the
+  template brain however it is registered: registration QC fails it."""
   workdir = tmp_path / "run"
   shutil.copytree(vae_smoke_run[0], workdir, ignore=shutil.ignore_patterns("nifti", "figures"))
   folder = tmp_path / "site"
   shutil.copytree(site_folder, folder)
-  tilted = folder / "Subj1_FL.nii.gz"
-  shutil.copy(sample_data_dir / "elderly_flair" / "flair" / "Subj1_FL.nii.gz", tilted)
-  # One thread: registration on several is not bit-reproducible (data_prep.pipeline), and
-  # whether Subj1's borderline registration fails QC then varied between runs.
+  scan = nib.load(sample_data_dir / "elderly_flair" / "flair" / "Subj4_FL.nii.gz")
+  axial = nib.io_orientation(scan.affine)[:, 0].tolist().index(2)  # the voxel axis along S/I
+  keep = [slice(None)] * 3
+  keep[axial] = slice(0, 30)
+  slab = folder / "slab_FL.nii.gz"
+  nib.save(scan.slicer[tuple(keep)], slab)
+  # One thread: registration on several is not bit-reproducible (data_prep.pipeline).
   record = calibrate.calibrate(str(workdir), str(folder), "site_b", threads=1)
   assert record["scans"] == [str(folder / "Subj4_FL.nii.gz")]
-  assert "registration QC failed" in record["skipped"][str(tilted)]
+  assert "registration QC failed" in record["skipped"][str(slab)]
+  assert "covers" in record["skipped"][str(slab)]
 
 
 def test_an_unknown_calibration_name_is_a_clear_error(vae_smoke_run):
