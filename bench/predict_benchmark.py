@@ -120,9 +120,10 @@ def page(text: str, command: str) -> str:
   """The markdown page: what was run, then the table of `markdown`."""
   return "\n".join([
       "# predict, end to end: where a scan's seconds go", "",
-      f"Made by `{command}` (a fresh predict process, two 1 mm TCGA FLAIR scans of "
-      "../shared/data, 240x240x155; the second reuses the compiled scorer), with nothing else "
-      "running (the load average counts the benchmark itself).", "", text])
+      f"Made by `{command}` (a fresh predict process over the scans named below, by default "
+      "the two 1 mm TCGA FLAIR scans of ../shared/data, 240x240x155; the first compiles the "
+      "scorer, the rest reuse it), with nothing else running (the load average counts the "
+      "benchmark itself).", "", text])
 
 
 def main():
