@@ -61,7 +61,8 @@ for _ in range(3):
 def test_a_failed_restore_is_its_error_alone_only_with_the_quieting(tmp_path):
   """TensorStore's reader threads, finishing reads Orbax abandoned, call onto its closed loop.
 
-  Every time with many arrays (3 restores in a process, in case one is too quick for it).
+  With many arrays, on an idle machine every time (3 restores in a process, in case one is
+  too quick for it); the CI's parallel suite once missed it in all three.
   """
   arrays = 64
   checkpointer = checkpoints.Checkpointer(str(tmp_path))
@@ -73,13 +74,22 @@ def test_a_failed_restore_is_its_error_alone_only_with_the_quieting(tmp_path):
       path.write_bytes(path.read_bytes()[:10])  # truncated, as by a full disk
 
   env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-  loud, quiet = [subprocess.Popen(
-      [sys.executable, "-c", _RESTORE_THREE_TIMES, str(tmp_path), str(arrays), mode],
-      cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-      for mode in ("loud", "quiet")]
-  loud_err, quiet_err = loud.communicate(timeout=300)[1], quiet.communicate(timeout=300)[1]
-  assert loud.returncode == 0 and quiet.returncode == 0, loud_err[-2000:] + quiet_err[-2000:]
 
+  def restored_three_times(mode: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", _RESTORE_THREE_TIMES, str(tmp_path), str(arrays), mode],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stderr
+
+  quiet_err = restored_three_times("quiet")
+  # The leftover is a race between the reader threads and the loop's closing: under a loaded
+  # machine (the parallel suite) all three restores of a process can miss it, so the loud
+  # process may run up to three times before its absence counts.
+  for _ in range(3):
+    loud_err = restored_three_times("loud")
+    if "RuntimeError: Event loop is closed" in loud_err:
+      break
   errors = [line for line in loud_err.splitlines() if "checkpoints/1 cannot be restored" in line]
   assert len(errors) == 3, loud_err[-3000:]
   assert "RuntimeError: Event loop is closed" in loud_err, (
