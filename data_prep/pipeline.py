@@ -152,9 +152,9 @@ def _searched_again_if_flagged(image_path, working, template_to_scan, registrati
   of register.RETRY_START_SCALES in turn; if none passes, the first fit and its
   flags stand.
   """
+  if not registration_qc.flag_reasons(config.modality):
+    return template_to_scan, registration_qc
   for start_scale in register.RETRY_START_SCALES:
-    if not registration_qc.flag_reasons(config.modality):
-      break
     with watch.stage("registration"):
       other = _register(image_path, working, config, threads, start_scales=(start_scale,))
     with watch.stage("to output grid, masks, QC"):
